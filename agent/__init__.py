@@ -1,0 +1,3 @@
+"""xcheck's orchestration: CLI, config, runner, verdicts, report."""
+
+__version__ = "0.1.0"

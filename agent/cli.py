@@ -1,0 +1,150 @@
+"""The command line: parses, runs, and maps outcomes to exit codes. Nothing else.
+
+Exit codes: 0 a report was produced; 1 an --expect'ed option is not feasible; 2 usage or
+config error; 3 internal error (run again with --traceback to see it).
+Heavy modules (the checks, rich, psutil) are imported inside the commands so that
+`xcheck --help` and `xcheck version` start as fast as a bare typer app.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from agent import __version__
+
+EXIT_OK, EXIT_EXPECTATION, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Measure what decides an Azure cross-premises connection from this host: public IPv4, NAT "
+    "and its RFC 5780 type, CGNAT; then a verdict per option (P2S, S2S, ExpressRoute EXP/NSP).",
+)
+
+
+class OutputFormat(str, enum.Enum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+
+
+# Command-line flags that set a config field: flag -> config field path (agent.config.FIELDS).
+_FLAG_FIELDS = {
+    "--stun": "stun",
+    "--timeout": "timeout_seconds",
+    "--ruleset": "ruleset",
+    "--expect": "expect",
+    "--bandwidth-mbps": "requirements.bandwidth_mbps",
+    "--clients": "requirements.clients",
+    "--private-only": "requirements.private_only",
+    "--vpn-device": "requirements.vpn_device",
+    "--colocation": "requirements.colocation",
+    "--nsp-wan": "requirements.nsp_wan",
+}
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"xcheck: {message}", err=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def version() -> None:
+    """Print xcheck's version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def run(
+    stun: Annotated[Optional[list[str]], typer.Option("--stun", metavar="HOST[:PORT]", help="STUN server (repeatable; default port 3478). Default: a few public servers.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", metavar="FILE", help="TOML config file; flags override it.")] = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="SECONDS", help="Time each check may take (default 3).")] = None,
+    ruleset: Annotated[Optional[str], typer.Option("--ruleset", help="Rule set: azure-current (default) or azure-2015 (the 2015 page, exactly).")] = None,
+    expect: Annotated[Optional[list[str]], typer.Option("--expect", metavar="OPTION", help="Exit 1 unless this option (p2s, s2s, expressroute_exp, expressroute_nsp) is feasible. Repeatable.")] = None,
+    bandwidth_mbps: Annotated[Optional[float], typer.Option("--bandwidth-mbps", help="Bandwidth the site needs, in Mbit/s.")] = None,
+    clients: Annotated[Optional[int], typer.Option("--clients", help="Number of client computers to connect.")] = None,
+    private_only: Annotated[Optional[bool], typer.Option("--private-only/--internet-ok", help="Traffic must not cross the public Internet.")] = None,
+    vpn_device: Annotated[Optional[bool], typer.Option("--vpn-device/--no-vpn-device", help="A VPN device is (or is not) available at the site.")] = None,
+    colocation: Annotated[Optional[bool], typer.Option("--colocation/--no-colocation", help="Present (or not) at an exchange provider's facility.")] = None,
+    nsp_wan: Annotated[Optional[bool], typer.Option("--nsp-wan/--no-nsp-wan", help="Has (or has not) an MPLS/VPLS WAN from a provider.")] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="text (default), json or markdown.")] = OutputFormat.text,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write the report here (atomically) instead of standard output.")] = None,
+    redact: Annotated[bool, typer.Option("--redact", help="Replace addresses, host and user names with stable pseudonyms.")] = False,
+    traceback: Annotated[bool, typer.Option("--traceback", help="Show the Python traceback of an internal error.")] = False,
+) -> None:
+    """Measure this host's connectivity and give a verdict for each Azure cross-premises option."""
+    flags = {"--stun": stun, "--timeout": timeout, "--ruleset": ruleset, "--expect": expect,
+             "--bandwidth-mbps": bandwidth_mbps, "--clients": clients, "--private-only": private_only,
+             "--vpn-device": vpn_device, "--colocation": colocation, "--nsp-wan": nsp_wan}
+    try:
+        code = _run(config, flags, output_format, output, redact)
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        if traceback:
+            raise
+        raise _fail(f"internal error: {type(exc).__name__}: {exc}. Run again with --traceback for details.",
+                    EXIT_INTERNAL) from None
+    raise typer.Exit(code)
+
+
+def _run(config: Path | None, flags: dict, output_format: OutputFormat, output: Path | None, redact: bool) -> int:
+    import asyncio
+
+    from agent.assessment import assess
+    from agent.config import ConfigError, build_settings, load_file, parse_values
+    from agent.render import RENDERERS
+    from agent.report import ReportWriteError, redact as redact_report, write_atomically
+
+    given = {_FLAG_FIELDS[flag]: value for flag, value in flags.items() if value not in (None, [])}
+    labels = {field: flag for flag, field in _FLAG_FIELDS.items()}
+    try:
+        from_file = load_file(config) if config else {}
+        settings = build_settings(from_file, parse_values(given, "command line", labels))
+    except ConfigError as exc:
+        raise _fail("bad settings:\n  " + "\n  ".join(exc.problems), EXIT_USAGE) from None
+
+    with _progress(output_format is OutputFormat.text and output is None):
+        report = asyncio.run(assess(settings))
+    if redact:
+        report = redact_report(report)
+    render = RENDERERS[output_format.value]
+    if output_format is OutputFormat.text:
+        text = render(report, color=output is None and sys.stdout.isatty())
+    else:
+        text = render(report)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            write_atomically(output, text)
+        except ReportWriteError as exc:
+            raise _fail(str(exc), EXIT_INTERNAL) from None
+        typer.echo(f"xcheck: report written to {output}", err=True)
+
+    unmet = [o for o in settings.expect if report["options"][o]["verdict"] != "feasible"]
+    if unmet:
+        verdicts = ", ".join(f"{o} is {report['options'][o]['verdict']}" for o in unmet)
+        typer.echo(f"xcheck: expectation not met: {verdicts}", err=True)
+        return EXIT_EXPECTATION
+    return EXIT_OK
+
+
+def _progress(enabled: bool):
+    """A spinner on the terminal while checks run; nothing when piped or writing a file."""
+    import contextlib
+
+    if not enabled or not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    from rich.console import Console
+
+    return Console(stderr=True).status("xcheck: measuring...", spinner="dots")
+
+
+def main() -> None:
+    app()

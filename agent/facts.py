@@ -1,0 +1,85 @@
+"""Facts: what the checks measured, reduced to the values the verdict rules read.
+
+Three-state throughout: None means "not measured", never "no".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from checks.addressing import AddressClass, is_cgnat
+from checks.contract import CheckResult
+
+
+def _interfaces(results: Mapping[str, CheckResult]) -> list[dict[str, Any]]:
+    result = results.get("interfaces")
+    return list(result.evidence.get("interfaces", [])) if result else []
+
+
+def _ipv4_addresses(interfaces: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [addr for iface in interfaces for addr in iface["addresses"] if addr["family"] == "ipv4"]
+
+
+def _answered_servers(results: Mapping[str, CheckResult]) -> list[dict[str, Any]]:
+    result = results.get("stun_binding")
+    servers = result.evidence.get("servers", []) if result else []
+    return [s for s in servers if s["result"] == "answered"]
+
+
+def public_ipv4(results: Mapping[str, CheckResult]) -> dict[str, Any]:
+    interfaces = _interfaces(results)
+    addresses = _ipv4_addresses(interfaces)
+    public = [a["address"] for a in addresses if a["class"] == AddressClass.PUBLIC]
+    local = {a["address"] for a in addresses}
+    # An address the STUN server sees unchanged is Internet-facing whatever its class.
+    seen_unchanged = [s["mapped_address"] for s in _answered_servers(results) if s["mapped_address"] in local]
+    present_on_interfaces = bool(public) or bool(seen_unchanged)
+    return {
+        "present": present_on_interfaces if interfaces else None,
+        "addresses": sorted(set(public) | set(seen_unchanged)),
+    }
+
+
+def nat(results: Mapping[str, CheckResult]) -> dict[str, Any]:
+    answered = _answered_servers(results)
+    binding = results.get("stun_binding")
+    servers = binding.evidence.get("servers", []) if binding else []
+    sent = [s for s in servers if s["result"] != "resolve_failed"]
+    first = answered[0] if answered else None
+    behavior = results.get("nat_behavior")
+    behavior_evidence = behavior.evidence if behavior else {}
+
+    # Only addresses on the path count: an overlay such as Tailscale also numbers its
+    # interface from 100.64/10 without any carrier NAT.
+    local_addresses = [s["local_address"] for s in sent if s.get("local_address")]
+    if not local_addresses:
+        local_addresses = [a["address"] for a in _ipv4_addresses(_interfaces(results))]
+    reflexive = [s["mapped_address"] for s in answered]
+    if any(is_cgnat(a) for a in local_addresses + reflexive):
+        cgnat: bool | None = True
+    else:
+        cgnat = False if answered else None
+
+    return {
+        "detected": any(s["nat_detected"] for s in answered) if answered else None,
+        "reflexive_address": first["mapped_address"] if first else None,
+        "reflexive_port": first["mapped_port"] if first else None,
+        "local_address": first["local_address"] if first else None,
+        "local_port": first["local_port"] if first else None,
+        "mapping": behavior_evidence.get("mapping", {}).get("behavior"),
+        "filtering": behavior_evidence.get("filtering", {}).get("behavior"),
+        "mapping_varies_by_destination": binding.evidence.get("mapping_varies_by_destination") if binding else None,
+        "cgnat": cgnat,
+        # "Blocked" needs every server we sent to to stay silent; any answer, even a bad one, is not silence.
+        "udp_blocked": all(s["result"] == "no_response" for s in sent) if sent else None,
+    }
+
+
+def derive_facts(results: Sequence[CheckResult]) -> dict[str, Any]:
+    by_name = {result.name: result for result in results}
+    return {
+        "interfaces": _interfaces(by_name),
+        "public_ipv4": public_ipv4(by_name),
+        "nat": nat(by_name),
+    }

@@ -1,0 +1,88 @@
+"""Run checks concurrently, each with a deadline, each after the checks it depends on.
+
+The runner owns time: it gives every check its deadline, measures its duration and cuts
+it off a little after the deadline if the check does not honour it. A crash becomes an
+`error` result with the exception as its reason, never a crash of the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from checks.contract import Check, CheckContext, CheckResult, Outcome, Reason, Resolver, Status, Targets
+
+# How long past its deadline a check may run before it is cut off: enough to close sockets
+# and build its result, small enough to keep `--timeout` meaningful.
+GRACE_SECONDS = 0.25
+
+_log = logging.getLogger("xcheck.runner")
+
+
+def order_checks(checks: Iterable[Check]) -> list[Check]:
+    """Checks in registry order, each after its dependencies; ValueError on a missing one or a cycle."""
+    by_name = {check.name: check for check in checks}
+    ordered: list[Check] = []
+    visiting: set[str] = set()
+
+    def visit(check: Check) -> None:
+        if check in ordered:
+            return
+        if check.name in visiting:
+            raise ValueError(f"dependency cycle through check {check.name!r}")
+        visiting.add(check.name)
+        for dependency in check.depends_on:
+            if dependency not in by_name:
+                raise ValueError(f"check {check.name!r} depends on unknown check {dependency!r}")
+            visit(by_name[dependency])
+        visiting.discard(check.name)
+        ordered.append(check)
+
+    for check in by_name.values():
+        visit(check)
+    return ordered
+
+
+async def _run_one(
+    check: Check,
+    targets: Targets,
+    timeout: float,
+    resolver: Resolver,
+    dependencies: dict[str, asyncio.Task[CheckResult]],
+    clock: Callable[[], float],
+) -> CheckResult:
+    finished = {name: await dependencies[name] for name in check.depends_on}
+    started = clock()
+    ctx = CheckContext(
+        targets=targets,
+        deadline=started + timeout,
+        dependencies=finished,
+        resolver=resolver,
+        logger=_log.getChild(check.name),
+        clock=clock,
+    )
+    try:
+        async with asyncio.timeout(timeout + GRACE_SECONDS):
+            outcome = await check.probe(ctx)
+    except TimeoutError:
+        outcome = Outcome.fail(Reason.TIMEOUT, f"did not finish within {timeout:g} s")
+    except Exception as exc:  # a bug in a check is reported as its result, not raised
+        _log.debug("check %s crashed", check.name, exc_info=True)
+        outcome = Outcome(Status.ERROR, Reason.EXCEPTION, f"{type(exc).__name__}: {exc}")
+    return CheckResult(check.name, outcome.status, outcome.reason, outcome.detail, clock() - started, outcome.evidence)
+
+
+async def run_checks(
+    checks: Iterable[Check],
+    targets: Targets,
+    timeout: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[CheckResult]:
+    """Results in dependency order. Each check gets `timeout` seconds from its own start."""
+    resolver = Resolver()
+    tasks: dict[str, asyncio.Task[CheckResult]] = {}
+    for check in order_checks(checks):
+        tasks[check.name] = asyncio.create_task(_run_one(check, targets, timeout, resolver, tasks, clock))
+    return [await task for task in tasks.values()]

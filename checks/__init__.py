@@ -1,0 +1,1 @@
+"""Probes, one per module, all with the contract in `checks.contract`. Never imports `agent`."""

@@ -1,0 +1,180 @@
+"""The one contract every check follows.
+
+A check is an async probe taking a `CheckContext` and returning an `Outcome`: network
+results are data (status, a reason from a closed set, evidence), never exceptions. The
+runner, not the probe, owns the clock and the timeout, names the result and measures its
+duration, and turns a crash into an `error` result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Status(enum.StrEnum):
+    OK = "ok"
+    FAIL = "fail"
+    ERROR = "error"
+    SKIPPED = "skipped"
+
+
+class Reason(enum.StrEnum):
+    """Why a check ended as it did. Closed: metrics and reports may enumerate it."""
+
+    SUCCESS = "success"
+    NO_TARGET = "no_target"  # the check needs a target that was not given
+    DEPENDENCY_UNAVAILABLE = "dependency_unavailable"  # a check it builds on did not succeed
+    NOT_SUPPORTED = "not_supported"  # the peer lacks what the check needs (e.g. RFC 5780)
+    NO_RESPONSE = "no_response"  # silence until the deadline: proves nothing is listening or allowed
+    INVALID_RESPONSE = "invalid_response"  # an answer came, but it breaks the protocol
+    RESOLVE_FAILED = "resolve_failed"
+    NETWORK_ERROR = "network_error"  # the local stack refused (no route, unreachable network)
+    NO_INTERFACES = "no_interfaces"
+    TIMEOUT = "timeout"  # the runner cut the check off at its deadline
+    EXCEPTION = "exception"  # the check crashed: a bug, reported rather than raised
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a probe returns; the runner adds name and duration."""
+
+    status: Status
+    reason: Reason
+    detail: str = ""
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def ok(cls, evidence: Mapping[str, Any], detail: str = "") -> Outcome:
+        return cls(Status.OK, Reason.SUCCESS, detail, evidence)
+
+    @classmethod
+    def fail(cls, reason: Reason, detail: str, evidence: Mapping[str, Any] | None = None) -> Outcome:
+        return cls(Status.FAIL, reason, detail, evidence or {})
+
+    @classmethod
+    def skipped(cls, reason: Reason, detail: str, evidence: Mapping[str, Any] | None = None) -> Outcome:
+        return cls(Status.SKIPPED, reason, detail, evidence or {})
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    status: Status
+    reason: Reason
+    detail: str
+    duration_seconds: float
+    evidence: Mapping[str, Any]
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status is Status.OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": str(self.status),
+            "reason": str(self.reason),
+            "detail": self.detail,
+            "duration_seconds": round(self.duration_seconds, 6),
+            "evidence": dict(self.evidence),
+        }
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A target as the user named it: a host name or IPv4 literal and a port."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str, default_port: int) -> Endpoint:
+        """Parse HOST, HOST:PORT or [IPV6]:PORT; ValueError with a message on bad input."""
+        text = text.strip()
+        host, port_text = text, None
+        if text.startswith("["):
+            close = text.find("]")
+            if close < 0:
+                raise ValueError(f"{text!r}: missing ']' after an IPv6 address")
+            host, rest = text[1:close], text[close + 1 :]
+            if rest and not rest.startswith(":"):
+                raise ValueError(f"{text!r}: expected ':PORT' after ']'")
+            port_text = rest[1:] if rest else None
+        elif text.count(":") == 1:
+            host, port_text = text.split(":")
+        if not host:
+            raise ValueError(f"{text!r}: empty host")
+        if port_text is None:
+            return cls(host, default_port)
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ValueError(f"{text!r}: port must be a number from 1 to 65535")
+        return cls(host, int(port_text))
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Everything the user asked xcheck to probe. Later probes add their own fields."""
+
+    stun: tuple[Endpoint, ...] = ()
+
+    def all(self) -> tuple[Endpoint, ...]:
+        return self.stun
+
+
+class Resolver:
+    """IPv4 name resolution, cached for one run so that every check sees the same answer.
+
+    xcheck measures IPv4 paths (Azure VPN gateways and the seed's rules are IPv4), so an
+    IPv6-only target is a resolve failure with that said.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[str, asyncio.Future[str]] = {}
+
+    async def resolve(self, host: str) -> str:
+        """The first IPv4 address of host; raises OSError (socket.gaierror) when there is none."""
+        if host not in self._cache:
+            self._cache[host] = asyncio.ensure_future(self._lookup(host))
+        return await asyncio.shield(self._cache[host])
+
+    @staticmethod
+    async def _lookup(host: str) -> str:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, None, family=socket.AF_INET, type=socket.SOCK_DGRAM
+        )
+        return infos[0][4][0]
+
+
+@dataclass
+class CheckContext:
+    targets: Targets
+    deadline: float  # on `clock`; a probe must return by then
+    dependencies: Mapping[str, CheckResult]
+    resolver: Resolver
+    logger: logging.Logger
+    clock: Callable[[], float] = time.monotonic
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - self.clock())
+
+
+Probe = Callable[[CheckContext], Awaitable[Outcome]]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    summary: str  # one line, shown in help and docs
+    probe: Probe
+    depends_on: tuple[str, ...] = ()

@@ -1,0 +1,105 @@
+"""STUN Binding to every configured server from one socket: the reflexive address, and NAT or not.
+
+One socket for all servers means one local port, so the mappings the servers report can be
+compared: when they differ, the NAT's mapping varies by destination (RFC 4787 §4.1), which is
+all that can be said without an RFC 5780 server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from checks.addressing import source_address_toward
+from checks.contract import Check, CheckContext, Endpoint, Outcome, Reason
+from checks.stun_client import AnswerKind, BindingAnswer, Deadline, StunClient
+
+
+# Once one server has answered, the others get this long: a dead default server must not hold
+# `xcheck run` to the full timeout, and a live one is rarely this far behind the first.
+SLOWER_SERVER_GRACE_SECONDS = 0.5
+
+
+def _server_evidence(target: Endpoint, local_port: int, answer: BindingAnswer) -> dict[str, Any]:
+    message, mapped = answer.message, answer.mapped
+    server_ip = answer.server[0]
+    source = source_address_toward(server_ip, answer.server[1])
+    return {
+        "server": str(target),
+        "address": f"{server_ip}:{answer.server[1]}",
+        "result": str(answer.kind),
+        "detail": answer.detail,
+        "attempts": answer.attempts,
+        "rtt_seconds": answer.rtt_seconds,
+        "local_address": source,
+        "local_port": local_port,
+        "mapped_address": str(mapped.ip) if mapped else None,
+        "mapped_port": mapped.port if mapped else None,
+        "nat_detected": (str(mapped.ip), mapped.port) != (source, local_port) if mapped else None,
+        "other_address": str(message.other_address) if message and message.other_address else None,
+        "response_origin": str(message.response_origin) if message and message.response_origin else None,
+        "software": message.software if message else None,
+        "fingerprint": message.fingerprint_present if message else None,
+    }
+
+
+def _unresolved(target: Endpoint, error: OSError) -> dict[str, Any]:
+    return {"server": str(target), "address": None, "result": "resolve_failed", "detail": str(error)}
+
+
+async def _query(ctx: CheckContext, client: StunClient, target: Endpoint, deadline: Deadline) -> dict[str, Any]:
+    try:
+        ip = await ctx.resolver.resolve(target.host)
+    except OSError as exc:
+        return _unresolved(target, exc)
+    answer = await client.binding((ip, target.port), deadline=deadline)
+    if answer.kind is AnswerKind.ANSWERED:
+        deadline.bring_forward(ctx.clock() + SLOWER_SERVER_GRACE_SECONDS)
+    return _server_evidence(target, client.local_port, answer)
+
+
+def mapping_varies(servers: list[dict[str, Any]]) -> bool | None:
+    """Whether servers at different IP addresses saw different mappings; None with fewer than two."""
+    seen = {
+        s["address"].rsplit(":", 1)[0]: (s["mapped_address"], s["mapped_port"])
+        for s in servers
+        if s["result"] == AnswerKind.ANSWERED
+    }
+    if len(seen) < 2:
+        return None
+    return len(set(seen.values())) > 1
+
+
+async def probe(ctx: CheckContext) -> Outcome:
+    if not ctx.targets.stun:
+        return Outcome.skipped(Reason.NO_TARGET, "no STUN server given")
+    deadline = Deadline(ctx.deadline)
+    with StunClient.open(ctx.clock) as client:
+        servers = list(await asyncio.gather(*(_query(ctx, client, t, deadline) for t in ctx.targets.stun)))
+        evidence = {
+            "local_port": client.local_port,
+            "servers": servers,
+            "mapping_varies_by_destination": mapping_varies(servers),
+            "unsolicited_datagrams": client.unsolicited,
+        }
+    results = [s["result"] for s in servers]
+    answered = results.count(AnswerKind.ANSWERED)
+    if answered:
+        return Outcome.ok(evidence, f"{answered} of {len(servers)} STUN servers answered")
+    for kind, reason in (
+        (AnswerKind.INVALID_RESPONSE, Reason.INVALID_RESPONSE),
+        (AnswerKind.ERROR_RESPONSE, Reason.INVALID_RESPONSE),
+        (AnswerKind.NO_RESPONSE, Reason.NO_RESPONSE),
+        (AnswerKind.NETWORK_ERROR, Reason.NETWORK_ERROR),
+    ):
+        if kind in results:
+            failed = [f"{s['server']}: {s['detail']}" for s in servers if s["result"] == kind]
+            return Outcome.fail(reason, "; ".join(failed), evidence)
+    return Outcome.fail(Reason.RESOLVE_FAILED, "no STUN server name resolved to an IPv4 address", evidence)
+
+
+CHECK = Check(
+    name="stun_binding",
+    summary="STUN Binding (RFC 8489) to every server from one socket: reflexive address, NAT or not",
+    probe=probe,
+)

@@ -1,0 +1,202 @@
+"""STUN Binding transactions over UDP (RFC 8489 §6.2.1), many on one socket.
+
+One unconnected socket serves every transaction of a test, so that all of them share one
+NAT mapping and answers from any address are seen (and checked against the address they
+should come from). Answers are routed to their transaction by transaction ID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from checks import stun
+
+# RFC 8489 §6.2.1: initial RTO of 500 ms, doubled on each retransmission.
+INITIAL_RTO_SECONDS = 0.5
+# A cached RTO (3x a measured RTT, RFC 6298 on one sample) is floored so that a sub-millisecond
+# lab RTT does not turn retransmission into a flood.
+RTO_FLOOR_SECONDS = 0.1
+_RECEIVE_BYTES = 65535  # read whole datagrams; the parser rejects anything over its bound
+
+Address = tuple[str, int]
+
+
+class AnswerKind(enum.StrEnum):
+    ANSWERED = "answered"
+    ERROR_RESPONSE = "error_response"  # a valid STUN error response (e.g. 420)
+    INVALID_RESPONSE = "invalid_response"
+    NO_RESPONSE = "no_response"
+    NETWORK_ERROR = "network_error"
+
+
+@dataclass(frozen=True)
+class BindingAnswer:
+    kind: AnswerKind
+    server: Address
+    attempts: int
+    detail: str = ""
+    message: stun.StunMessage | None = None
+    source: Address | None = None
+    rtt_seconds: float | None = None  # only from a transaction answered on its first send (Karn)
+
+    @property
+    def mapped(self) -> stun.TransportAddress | None:
+        if self.message is None:
+            return None
+        return self.message.xor_mapped_address or self.message.mapped_address
+
+
+class Deadline:
+    """A point on the clock that may be brought forward while transactions wait for it."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def bring_forward(self, at: float) -> None:
+        self.at = min(self.at, at)
+
+
+def cached_rto(rtt_seconds: float | None) -> float:
+    """Starting RTO for later transactions to a server whose RTT was measured (RFC 8489 §6.2.1)."""
+    if rtt_seconds is None:
+        return INITIAL_RTO_SECONDS
+    return max(RTO_FLOOR_SECONDS, 3 * rtt_seconds)
+
+
+class StunClient:
+    def __init__(self, sock: socket.socket, clock: Callable[[], float]) -> None:
+        self._sock = sock
+        self._clock = clock
+        self._loop = asyncio.get_running_loop()
+        self._pending: dict[bytes, asyncio.Future[tuple[bytes, Address]]] = {}
+        self.unsolicited = 0  # datagrams matching no open transaction (late duplicates, junk)
+        self._unsolicited_from: dict[Address, int] = {}
+        self._loop.add_reader(sock.fileno(), self._on_readable)
+
+    @classmethod
+    def open(cls, clock: Callable[[], float] = time.monotonic) -> StunClient:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.bind(("0.0.0.0", 0))
+        return cls(sock, clock)
+
+    @property
+    def local_port(self) -> int:
+        return self._sock.getsockname()[1]
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+
+    def __enter__(self) -> StunClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _on_readable(self) -> None:
+        while True:
+            try:
+                data, source = self._sock.recvfrom(_RECEIVE_BYTES)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                # An asynchronous error (e.g. a queued ICMP report); the transaction sees silence.
+                return
+            # Route by the transaction ID's place alone: a malformed answer to our request
+            # must fail its transaction with the parser's reason, not pass for silence.
+            waiter = self._pending.get(bytes(data[8:20])) if len(data) >= stun.HEADER_LENGTH else None
+            if waiter is None or waiter.done():
+                self.unsolicited += 1
+                self._unsolicited_from[source] = self._unsolicited_from.get(source, 0) + 1
+                continue
+            waiter.set_result((data, source))
+
+    async def binding(
+        self,
+        server: Address,
+        *,
+        deadline: Deadline,
+        rto: float = INITIAL_RTO_SECONDS,
+        change_ip: bool = False,
+        change_port: bool = False,
+        expect_from: Address | None = None,
+    ) -> BindingAnswer:
+        """One Binding transaction, retransmitted until an answer or the deadline.
+
+        A deadline brought forward is seen at the next retransmission time.
+        """
+        transaction_id = stun.new_transaction_id()
+        request = stun.encode_binding_request(transaction_id, change_ip=change_ip, change_port=change_port)
+        waiter: asyncio.Future[tuple[bytes, Address]] = self._loop.create_future()
+        self._pending[transaction_id] = waiter
+        attempts = 0
+        try:
+            while (remaining := deadline.at - self._clock()) > 0:
+                try:
+                    self._sock.sendto(request, server)
+                except OSError as exc:
+                    return BindingAnswer(AnswerKind.NETWORK_ERROR, server, attempts, f"send failed: {exc.strerror or exc}")
+                attempts += 1
+                sent_at = self._clock()
+                try:
+                    data, source = await asyncio.wait_for(asyncio.shield(waiter), min(rto, remaining))
+                except TimeoutError:
+                    rto *= 2
+                    continue
+                rtt = self._clock() - sent_at if attempts == 1 else None
+                return _judge(data, source, server, expect_from or server, transaction_id, attempts, rtt)
+            stray = self._unsolicited_from.get(expect_from or server, 0)
+            if stray:
+                detail = f"no valid answer to {attempts} requests, but {stray} datagrams that match no request came from there"
+                return BindingAnswer(AnswerKind.INVALID_RESPONSE, server, attempts, detail)
+            return BindingAnswer(AnswerKind.NO_RESPONSE, server, attempts, f"no answer to {attempts} requests")
+        finally:
+            del self._pending[transaction_id]
+            waiter.cancel()
+
+
+def _judge(
+    data: bytes,
+    source: Address,
+    server: Address,
+    expected_source: Address,
+    transaction_id: bytes,
+    attempts: int,
+    rtt: float | None,
+) -> BindingAnswer:
+    """Strict validation of an answer that carries our transaction ID (RFC 8489 §6.3)."""
+
+    def invalid(detail: str, message: stun.StunMessage | None = None) -> BindingAnswer:
+        return BindingAnswer(AnswerKind.INVALID_RESPONSE, server, attempts, detail, message, source, rtt)
+
+    try:
+        message = stun.parse_message(data)
+    except stun.StunParseError as exc:
+        return invalid(f"malformed STUN message: {exc}")
+    if message.transaction_id != transaction_id:
+        return invalid("transaction ID does not match")
+    if message.method != stun.BINDING:
+        return invalid(f"method {message.method:#05x} is not Binding", message)
+    if message.message_class not in (stun.MessageClass.SUCCESS_RESPONSE, stun.MessageClass.ERROR_RESPONSE):
+        return invalid(f"a {message.message_class.name.lower()} is not a response", message)
+    if (source[0], source[1]) != expected_source:
+        where = f"{source[0]}:{source[1]}"
+        return invalid(f"answer came from {where}, expected {expected_source[0]}:{expected_source[1]}", message)
+    if message.unknown_comprehension_required:
+        types = ", ".join(f"{t:#06x}" for t in message.unknown_comprehension_required)
+        return invalid(f"unknown comprehension-required attributes {types}", message)
+    if message.message_class is stun.MessageClass.ERROR_RESPONSE:
+        code, phrase = message.error_code or (0, "no ERROR-CODE attribute")
+        return BindingAnswer(AnswerKind.ERROR_RESPONSE, server, attempts, f"error {code} {phrase}".strip(), message, source, rtt)
+    mapped = message.xor_mapped_address or message.mapped_address
+    if mapped is None:
+        return invalid("success response without XOR-MAPPED-ADDRESS or MAPPED-ADDRESS", message)
+    if mapped.ip.version != 4:
+        return invalid(f"mapped address {mapped} is not IPv4 though the request was", message)
+    return BindingAnswer(AnswerKind.ANSWERED, server, attempts, "", message, source, rtt)

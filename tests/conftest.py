@@ -1,0 +1,48 @@
+"""Shared test fixtures: running `xcheck` as a user would, and validating its reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from lab import lab_unavailable_reason  # noqa: E402
+
+from agent.report import schema  # noqa: E402
+
+# The console script installed beside this interpreter: the command a user types.
+XCHECK = str(Path(sys.executable).with_name("xcheck"))
+LAB_UNAVAILABLE = lab_unavailable_reason()
+
+
+def pytest_configure(config):
+    # CI installs every peer the lab needs (see .ci/run): a skipped lab test there hides a missing step.
+    if os.environ.get("CI") and LAB_UNAVAILABLE:
+        raise pytest.UsageError(f"CI must run the lab tests, but: {LAB_UNAVAILABLE}")
+
+
+needs_lab = pytest.mark.skipif(LAB_UNAVAILABLE is not None, reason=LAB_UNAVAILABLE or "")
+
+
+def validate_report(report: dict) -> dict:
+    jsonschema.Draft202012Validator(schema()).validate(report)
+    return report
+
+
+def run_xcheck(*args: str, lab=None, timeout: float = 60) -> tuple[subprocess.CompletedProcess, dict | None]:
+    """Run `xcheck ARGS` (in the lab's onprem namespace when given); parse and validate JSON output."""
+    argv = [XCHECK, *args]
+    if lab is not None:
+        completed = lab.run(lab.onprem, argv, timeout=timeout)
+    else:
+        completed = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    report = None
+    if "json" in args and completed.stdout.strip():
+        report = validate_report(json.loads(completed.stdout))
+    return completed, report

@@ -1,0 +1,53 @@
+"""Address classes as xcheck defines them (not Python's is_private/is_global)."""
+
+from __future__ import annotations
+
+import pytest
+
+from checks.addressing import AddressClass, classify, is_cgnat, is_public, source_address_toward
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("10.1.2.3", AddressClass.RFC1918),
+        ("172.16.0.1", AddressClass.RFC1918),
+        ("172.31.255.255", AddressClass.RFC1918),
+        ("172.32.0.1", AddressClass.PUBLIC),
+        ("192.168.1.1", AddressClass.RFC1918),
+        ("100.64.0.1", AddressClass.CGNAT),
+        ("100.127.255.254", AddressClass.CGNAT),
+        ("100.128.0.1", AddressClass.PUBLIC),
+        ("127.0.0.1", AddressClass.LOOPBACK),
+        ("169.254.10.10", AddressClass.LINK_LOCAL),
+        ("0.0.0.0", AddressClass.UNSPECIFIED),
+        ("224.0.0.251", AddressClass.MULTICAST),
+        ("240.0.0.1", AddressClass.RESERVED),
+        ("255.255.255.255", AddressClass.RESERVED),
+        # Documentation ranges stand for the Internet in labs: Python calls them private.
+        ("192.0.2.1", AddressClass.PUBLIC),
+        ("198.51.100.2", AddressClass.PUBLIC),
+        ("203.0.113.10", AddressClass.PUBLIC),
+        ("8.8.8.8", AddressClass.PUBLIC),
+        ("::1", AddressClass.LOOPBACK),
+        ("fe80::1", AddressClass.LINK_LOCAL),
+        ("fd00::2", AddressClass.UNIQUE_LOCAL),
+        ("ff02::1", AddressClass.MULTICAST),
+        ("::", AddressClass.UNSPECIFIED),
+        ("2001:db8::1", AddressClass.PUBLIC),
+        ("::ffff:10.0.0.1", AddressClass.RFC1918),
+    ],
+)
+def test_classify(address, expected):
+    assert classify(address) is expected
+
+
+def test_differs_from_python_where_it_must():
+    import ipaddress
+
+    assert ipaddress.ip_address("203.0.113.10").is_private and is_public("203.0.113.10")
+    assert not ipaddress.ip_address("100.64.0.1").is_private and is_cgnat("100.64.0.1")
+
+
+def test_source_address_toward_loopback_sends_nothing():
+    assert source_address_toward("127.0.0.1", 9) == "127.0.0.1"

@@ -1,0 +1,110 @@
+"""The runner: concurrency, deadlines, dependencies, crashes turned into results."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from agent.runner import GRACE_SECONDS, order_checks, run_checks
+from checks.contract import Check, Outcome, Reason, Status, Targets
+
+
+def check(name, probe, depends_on=()):
+    return Check(name=name, summary=name, probe=probe, depends_on=depends_on)
+
+
+async def sleeper(ctx):
+    await asyncio.sleep(0.2)
+    return Outcome.ok({"slept": 0.2})
+
+
+def run(checks, timeout=2.0):
+    return asyncio.run(run_checks(checks, Targets(), timeout))
+
+
+def test_independent_checks_run_concurrently():
+    started = time.monotonic()
+    results = run([check(f"c{i}", sleeper) for i in range(5)])
+    elapsed = time.monotonic() - started
+    assert [r.status for r in results] == [Status.OK] * 5
+    # Five 0.2 s sleeps in sequence would take a full second.
+    assert elapsed < 5 * 0.2 * 0.8
+
+
+def test_a_check_that_ignores_its_deadline_is_cut_off():
+    async def hangs(ctx):
+        await asyncio.sleep(60)
+
+    started = time.monotonic()
+    [result] = run([check("hangs", hangs)], timeout=0.2)
+    assert (result.status, result.reason) == (Status.FAIL, Reason.TIMEOUT)
+    assert result.duration_seconds < 60
+    assert time.monotonic() - started < 0.2 + GRACE_SECONDS + 5  # bounded, far from the 60 s
+
+
+def test_a_crash_becomes_an_error_result_and_others_go_on():
+    async def crashes(ctx):
+        raise KeyError("boom")
+
+    results = run([check("crashes", crashes), check("fine", sleeper)])
+    crashed, fine = results
+    assert (crashed.status, crashed.reason) == (Status.ERROR, Reason.EXCEPTION)
+    assert "KeyError" in crashed.detail and "boom" in crashed.detail
+    assert fine.status is Status.OK
+
+
+def test_dependencies_get_the_result_from_the_runner():
+    seen = {}
+
+    async def first(ctx):
+        return Outcome.ok({"mapped": "203.0.113.1:4000"})
+
+    async def second(ctx):
+        seen["deps"] = dict(ctx.dependencies)
+        return Outcome.ok({"used": ctx.dependencies["first"].evidence["mapped"]})
+
+    # Listed dependent-first: the runner still runs the dependency first.
+    results = run([check("second", second, ("first",)), check("first", first)])
+    assert [r.name for r in results] == ["first", "second"]
+    assert results[1].evidence == {"used": "203.0.113.1:4000"}
+    assert set(seen["deps"]) == {"first"}
+
+
+def test_each_check_gets_a_deadline_from_its_own_start():
+    deadlines = {}
+
+    async def records(ctx):
+        deadlines[ctx.logger.name] = ctx.remaining()
+        return Outcome.ok({})
+
+    run([check("a", records)], timeout=1.5)
+    assert 1.0 < deadlines["xcheck.runner.a"] <= 1.5
+
+
+def test_order_rejects_unknown_dependencies_and_cycles():
+    async def noop(ctx):
+        return Outcome.ok({})
+
+    with pytest.raises(ValueError, match="unknown check 'ghost'"):
+        order_checks([check("a", noop, ("ghost",))])
+    with pytest.raises(ValueError, match="cycle"):
+        order_checks([check("a", noop, ("b",)), check("b", noop, ("a",))])
+
+
+def test_registry_checks_are_ordered_and_documented():
+    from checks.registry import CHECKS
+
+    ordered = [c.name for c in order_checks(CHECKS.values())]
+    assert ordered.index("stun_binding") < ordered.index("nat_behavior")
+    assert all(c.summary for c in CHECKS.values())
+
+
+def test_registry_checks_skip_without_targets():
+    from checks.registry import CHECKS
+
+    results = {r.name: r for r in run(CHECKS.values())}
+    assert (results["stun_binding"].status, results["stun_binding"].reason) == (Status.SKIPPED, Reason.NO_TARGET)
+    assert results["nat_behavior"].reason is Reason.DEPENDENCY_UNAVAILABLE
+    assert results["interfaces"].status is Status.OK

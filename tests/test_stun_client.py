@@ -1,0 +1,155 @@
+"""STUN client transactions against scripted servers on loopback: every way an answer can be wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+
+import pytest
+
+from checks import stun
+from checks.stun_client import AnswerKind, Deadline, StunClient, cached_rto
+
+
+def success(request: bytes, mapped: tuple[str, int], extra=()) -> bytes:
+    tid = request[8:20]
+    address = stun.TransportAddress(ipaddress.ip_address(mapped[0]), mapped[1])
+    attrs = [(stun.Attribute.XOR_MAPPED_ADDRESS, stun.encode_address(address, xor_transaction_id=tid)), *extra]
+    return stun.encode_message(stun.BINDING, stun.MessageClass.SUCCESS_RESPONSE, tid, attrs)
+
+
+class ScriptedServer:
+    """A UDP socket on loopback that answers request N with script(N, request, source) (None: stay silent)."""
+
+    def __init__(self, script, host="127.0.0.1"):
+        self.script = script
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
+        self.sock.setblocking(False)
+        self.address = self.sock.getsockname()
+        self.requests: list[bytes] = []
+
+    def start(self):
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._on_request)
+        return self
+
+    def _on_request(self):
+        data, source = self.sock.recvfrom(2048)
+        self.requests.append(data)
+        reply = self.script(len(self.requests), data, source)
+        for payload, sender in reply if isinstance(reply, list) else ([reply] if reply else []):
+            (sender or self.sock).sendto(payload, source)
+
+    def close(self):
+        asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
+def transact(script, *, timeout=1.0, rto=0.05, **kwargs):
+    async def main():
+        server = ScriptedServer(script).start()
+        try:
+            with StunClient.open() as client:
+                answer = await client.binding(server.address, deadline=Deadline(time.monotonic() + timeout), rto=rto, **kwargs)
+                return answer, server.requests, client
+        finally:
+            server.close()
+
+    return asyncio.run(main())
+
+
+def test_a_valid_answer_gives_the_mapped_address_and_an_rtt():
+    answer, requests, _ = transact(lambda n, req, src: (success(req, src), None))
+    assert answer.kind is AnswerKind.ANSWERED
+    assert answer.mapped.port > 0 and str(answer.mapped.ip) == "127.0.0.1"
+    assert answer.attempts == 1 and answer.rtt_seconds is not None
+    request = stun.parse_message(requests[0])
+    assert request.message_class is stun.MessageClass.REQUEST and request.fingerprint_present
+
+
+def test_a_lost_request_is_retransmitted_and_its_rtt_not_trusted():
+    answer, requests, _ = transact(lambda n, req, src: (success(req, src), None) if n == 2 else None)
+    assert answer.kind is AnswerKind.ANSWERED and answer.attempts == 2
+    assert requests[0] == requests[1]  # same transaction ID on a retransmission
+    assert answer.rtt_seconds is None  # Karn: ambiguous sample
+
+
+def test_silence_is_no_response_with_retransmissions_doubling():
+    answer, requests, _ = transact(lambda n, req, src: None, timeout=0.5, rto=0.05)
+    assert answer.kind is AnswerKind.NO_RESPONSE
+    # Sends at 0, 0.05, 0.15, 0.35 s: doubling fits four sends in 0.5 s (not ten at a fixed 0.05).
+    assert 3 <= len(requests) <= 5 and answer.attempts == len(requests)
+
+
+@pytest.mark.parametrize(
+    ("reply", "detail"),
+    [
+        (lambda req, src: req[:20] + b"\x00", "malformed"),
+        (lambda req, src: bytes([0x01, 0x01, 0, 0]) + req[4:8] + req[8:20], "without XOR-MAPPED-ADDRESS"),
+        (lambda req, src: stun.encode_message(stun.BINDING, stun.MessageClass.REQUEST, req[8:20]), "not a response"),
+        (lambda req, src: stun.encode_message(0x003, stun.MessageClass.SUCCESS_RESPONSE, req[8:20]), "not Binding"),
+        (lambda req, src: success(req, src, [(0x0777, b"\x00" * 4)]), "comprehension-required"),
+        (lambda req, src: success(req, ("2001:db8::1", 4000)), "not IPv4"),
+    ],
+)
+def test_a_wrong_answer_is_invalid_with_a_reason(reply, detail):
+    answer, _, _ = transact(lambda n, req, src: (reply(req, src), None))
+    assert answer.kind is AnswerKind.INVALID_RESPONSE
+    assert detail in answer.detail
+
+
+def test_an_error_response_is_reported_with_its_code():
+    def error(n, req, src):
+        value = bytes([0, 0, 4, 20]) + b"Unknown Attribute"
+        return stun.encode_message(stun.BINDING, stun.MessageClass.ERROR_RESPONSE, req[8:20],
+                                   [(stun.Attribute.ERROR_CODE, value)]), None
+
+    answer, _, _ = transact(error)
+    assert answer.kind is AnswerKind.ERROR_RESPONSE and "420 Unknown Attribute" in answer.detail
+
+
+def test_an_answer_from_another_address_is_refused():
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    other.bind(("127.0.0.2", 0))
+    try:
+        answer, _, _ = transact(lambda n, req, src: (success(req, src), other))
+    finally:
+        other.close()
+    assert answer.kind is AnswerKind.INVALID_RESPONSE
+    assert "answer came from 127.0.0.2" in answer.detail
+
+
+def test_junk_and_stale_answers_are_ignored_until_the_real_one():
+    def noisy(n, req, src):
+        stale = success(stun.encode_binding_request(stun.new_transaction_id()), src)
+        return [(b"\xff" * 40, None), (stale, None), (success(req, src), None)]
+
+    answer, _, client = transact(noisy)
+    assert answer.kind is AnswerKind.ANSWERED
+    assert client.unsolicited == 2
+
+
+def test_send_to_an_unroutable_address_is_a_network_error():
+    async def main():
+        with StunClient.open() as client:
+            # 240.0.0.1 is reserved: Linux has no route to it, so sendto fails at once.
+            return await client.binding(("240.0.0.1", 3478), deadline=Deadline(time.monotonic() + 1))
+
+    answer = asyncio.run(main())
+    assert answer.kind in (AnswerKind.NETWORK_ERROR, AnswerKind.NO_RESPONSE)
+    if answer.kind is AnswerKind.NETWORK_ERROR:
+        assert answer.attempts == 0 and "send failed" in answer.detail
+
+
+def test_cached_rto_follows_rfc_8489_with_a_floor():
+    assert cached_rto(None) == 0.5
+    assert cached_rto(0.0001) == 0.1
+    assert cached_rto(0.2) == pytest.approx(0.6)
+
+
+def test_only_junk_from_the_server_is_not_mistaken_for_silence():
+    answer, _, _ = transact(lambda n, req, src: (b"\x00\x01" + b"\xee" * 30, None), timeout=0.3)
+    assert answer.kind is AnswerKind.INVALID_RESPONSE
+    assert "match no request came from there" in answer.detail

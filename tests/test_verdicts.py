@@ -1,0 +1,197 @@
+"""The rule engine, table-driven: every option under both rule sets, and every rule fires somewhere."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from agent.verdicts import OPTIONS, RuleSetError, available_rulesets, evaluate, format_rate, load_ruleset, lookup
+
+MEASURED_PUBLIC = {
+    "public_ipv4": {"present": True, "addresses": ["198.51.100.2"]},
+    "nat": {"detected": False, "reflexive_address": "198.51.100.2", "reflexive_port": 40000,
+            "local_address": "198.51.100.2", "local_port": 40000, "mapping": "endpoint-independent",
+            "filtering": "endpoint-independent", "cgnat": False, "udp_blocked": False},
+}
+BEHIND_NAT = {
+    "public_ipv4": {"present": False, "addresses": []},
+    "nat": {"detected": True, "reflexive_address": "203.0.113.1", "reflexive_port": 1024,
+            "local_address": "10.0.0.2", "local_port": 40000, "mapping": "endpoint-independent",
+            "filtering": "address-and-port-dependent", "cgnat": False, "udp_blocked": False},
+}
+BEHIND_CGNAT = copy.deepcopy(BEHIND_NAT)
+BEHIND_CGNAT["nat"] = BEHIND_NAT["nat"] | {"local_address": "100.64.0.2", "cgnat": True}
+UDP_BLOCKED = {
+    "public_ipv4": {"present": False, "addresses": []},
+    "nat": {"detected": None, "reflexive_address": None, "reflexive_port": None, "local_address": None,
+            "local_port": None, "mapping": None, "filtering": None, "cgnat": None, "udp_blocked": True},
+}
+NOTHING_MEASURED = {"public_ipv4": {"present": None, "addresses": []}, "nat": {k: None for k in UDP_BLOCKED["nat"]}}
+
+NO_DECLARATION = {"bandwidth_bits_per_second": None, "clients": None, "private_only": False,
+                  "vpn_device": None, "colocation": None, "nsp_wan": None}
+
+
+def req(**changes):
+    return NO_DECLARATION | changes
+
+
+# (ruleset, facts, requirements) -> verdict per option (p2s, s2s, expressroute_exp, expressroute_nsp),
+# and rule ids that must be among the reasons.
+TABLE = [
+    # A host with a public address, no NAT, a VPN device, 50 Mbit/s, no ExpressRoute presence.
+    ("azure-2015", MEASURED_PUBLIC, req(bandwidth_bits_per_second=50e6, vpn_device=True, colocation=False, nsp_wan=False),
+     ("conditional", "conditional", "infeasible", "infeasible"),
+     {"2015.s2s.public-ipv4", "2015.s2s.no-nat", "2015.s2s.vpn-device", "2015.s2s.ipsec-not-measured",
+      "2015.p2s.sstp-not-measured", "2015.p2s.bandwidth-within-typical", "2015.s2s.bandwidth-within-typical",
+      "2015.er-exp.no-colocation", "2015.er-nsp.no-wan", "2015.p2s.no-device-no-public-ip-needed"}),
+    ("azure-current", MEASURED_PUBLIC, req(bandwidth_bits_per_second=50e6, vpn_device=True, colocation=False, nsp_wan=False),
+     ("conditional", "conditional", "infeasible", "infeasible"),
+     {"current.s2s.public-ipv4", "current.s2s.no-nat", "current.s2s.vpn-device", "current.s2s.bandwidth-fits",
+      "current.p2s.bandwidth-fits", "current.er-exp.no-colocation", "current.er-nsp.no-wan"}),
+    # Behind a NAT: the seed forbids S2S, NAT-T makes it conditional today.
+    ("azure-2015", BEHIND_NAT, req(vpn_device=True),
+     ("conditional", "infeasible", "unknown", "unknown"),
+     {"2015.s2s.behind-nat", "2015.s2s.no-public-ipv4", "2015.er-exp.colocation-undeclared", "2015.er-nsp.wan-undeclared"}),
+    ("azure-current", BEHIND_NAT, req(vpn_device=True),
+     ("conditional", "conditional", "unknown", "unknown"),
+     {"current.s2s.behind-nat", "current.s2s.no-public-ipv4", "current.er-exp.colocation-undeclared"}),
+    ("azure-current", BEHIND_CGNAT, req(),
+     ("conditional", "conditional", "unknown", "unknown"),
+     {"current.s2s.cgnat", "current.s2s.behind-nat", "current.s2s.vpn-device-undeclared"}),
+    ("azure-2015", BEHIND_CGNAT, req(vpn_device=False),
+     ("conditional", "infeasible", "unknown", "unknown"),
+     {"2015.s2s.no-vpn-device", "2015.s2s.behind-nat"}),
+    # Every STUN server silent.
+    ("azure-2015", UDP_BLOCKED, req(vpn_device=True),
+     ("conditional", "infeasible", "unknown", "unknown"),
+     {"2015.s2s.udp-blocked", "2015.s2s.nat-unknown", "2015.s2s.no-public-ipv4"}),
+    ("azure-current", UDP_BLOCKED, req(vpn_device=True),
+     ("conditional", "unknown", "unknown", "unknown"),
+     {"current.s2s.udp-blocked", "current.s2s.nat-unknown", "current.p2s.udp-blocked"}),
+    # Nothing measured at all: never a guess.
+    ("azure-2015", NOTHING_MEASURED, req(),
+     ("conditional", "unknown", "unknown", "unknown"),
+     {"2015.s2s.public-ipv4-unknown", "2015.s2s.nat-unknown", "2015.s2s.vpn-device-undeclared"}),
+    ("azure-current", NOTHING_MEASURED, req(vpn_device=False),
+     ("conditional", "infeasible", "unknown", "unknown"),
+     {"current.s2s.no-vpn-device", "current.s2s.nat-unknown"}),
+    # Traffic must stay off the Internet, presence at an exchange.
+    ("azure-2015", MEASURED_PUBLIC, req(private_only=True, colocation=True, nsp_wan=True, bandwidth_bits_per_second=500e6),
+     ("infeasible", "infeasible", "feasible", "feasible"),
+     {"2015.p2s.internet", "2015.s2s.internet", "2015.er-exp.private", "2015.er-nsp.private", "2015.er-exp.colocation",
+      "2015.er-nsp.wan", "2015.er-exp.bandwidth-fits", "2015.er-nsp.bandwidth-fits", "2015.p2s.no-expressroute-colocation",
+      "2015.p2s.no-expressroute-nsp", "2015.p2s.bandwidth-above-typical", "2015.s2s.bandwidth-above-typical"}),
+    ("azure-current", MEASURED_PUBLIC, req(private_only=True, colocation=True, nsp_wan=True, bandwidth_bits_per_second=500e6),
+     ("infeasible", "infeasible", "feasible", "feasible"),
+     {"current.p2s.internet", "current.s2s.internet", "current.er-exp.private", "current.er-nsp.private",
+      "current.p2s.expressroute-colocation", "current.p2s.expressroute-nsp", "current.er-exp.bandwidth-fits",
+      "current.er-nsp.bandwidth-fits", "current.er-exp.colocation", "current.er-nsp.wan"}),
+    # 2 Gbit/s: above VPN's typical range in 2015, several tunnels today; above NSP's 1 Gbps in 2015.
+    ("azure-2015", MEASURED_PUBLIC, req(bandwidth_bits_per_second=2e9, colocation=True, nsp_wan=True, vpn_device=True),
+     ("infeasible", "infeasible", "feasible", "infeasible"),
+     {"2015.er-nsp.bandwidth-above", "2015.er-exp.bandwidth-fits"}),
+    ("azure-current", MEASURED_PUBLIC, req(bandwidth_bits_per_second=2e9, colocation=True, nsp_wan=True, vpn_device=True),
+     ("conditional", "conditional", "feasible", "feasible"),
+     {"current.s2s.bandwidth-several-tunnels"}),
+    # 20 Gbit/s: beyond every gateway and provider circuit, within an ExpressRoute Direct port today.
+    ("azure-2015", MEASURED_PUBLIC, req(bandwidth_bits_per_second=20e9, colocation=True, nsp_wan=True),
+     ("infeasible", "infeasible", "infeasible", "infeasible"),
+     {"2015.er-exp.bandwidth-above", "2015.er-nsp.bandwidth-above"}),
+    ("azure-current", MEASURED_PUBLIC, req(bandwidth_bits_per_second=20e9, colocation=True, nsp_wan=True),
+     ("infeasible", "infeasible", "feasible", "infeasible"),
+     {"current.p2s.bandwidth-above", "current.s2s.bandwidth-above", "current.er-nsp.bandwidth-above"}),
+    ("azure-current", MEASURED_PUBLIC, req(bandwidth_bits_per_second=200e9, colocation=True),
+     ("infeasible", "infeasible", "infeasible", "infeasible"),
+     {"current.er-exp.bandwidth-above"}),
+    # Clients: the seed's "a few", today's SSTP limit of 128 and the largest gateway's 10,000.
+    ("azure-2015", MEASURED_PUBLIC, req(clients=50),
+     ("conditional", "conditional", "unknown", "unknown"), {"2015.p2s.many-clients"}),
+    ("azure-current", MEASURED_PUBLIC, req(clients=500),
+     ("conditional", "conditional", "unknown", "unknown"), {"current.p2s.sstp-clients"}),
+    ("azure-current", MEASURED_PUBLIC, req(clients=20_000),
+     ("infeasible", "conditional", "unknown", "unknown"), {"current.p2s.too-many-clients"}),
+]
+
+
+@pytest.mark.parametrize(("ruleset", "facts", "requirements", "verdicts", "rules"), TABLE)
+def test_verdict_table(ruleset, facts, requirements, verdicts, rules):
+    result = evaluate(load_ruleset(ruleset), facts, requirements)
+    got = tuple(result["options"][option]["verdict"] for option in OPTIONS)
+    assert got == verdicts
+    fired = {reason["rule"] for option in OPTIONS for reason in result["options"][option]["reasons"]}
+    assert rules <= fired, f"missing {sorted(rules - fired)}"
+
+
+@pytest.mark.parametrize("ruleset", available_rulesets())
+def test_every_rule_is_reached_by_the_table(ruleset):
+    """A rule no scenario reaches is either dead or untested."""
+    fired = set()
+    for name, facts, requirements, _, _ in TABLE:
+        if name == ruleset:
+            result = evaluate(load_ruleset(name), facts, requirements)
+            fired |= {r["rule"] for o in OPTIONS for r in result["options"][o]["reasons"]}
+    assert {rule.id for rule in load_ruleset(ruleset).rules} - fired == set()
+
+
+def test_reasons_name_rule_source_and_facts_and_worst_comes_first():
+    result = evaluate(load_ruleset("azure-2015"), BEHIND_NAT, req(vpn_device=True))
+    s2s = result["options"]["s2s"]
+    first = s2s["reasons"][0]
+    assert first["verdict"] == "infeasible"
+    nat_reason = next(r for r in s2s["reasons"] if r["rule"] == "2015.s2s.behind-nat")
+    assert nat_reason["source"].startswith("cross-premises-connectivity.md (2015-08-07)")
+    assert nat_reason["facts"]["facts.nat.detected"] is True
+    assert nat_reason["facts"]["facts.nat.reflexive_address"] == "203.0.113.1"
+    assert "203.0.113.1:1024" in nat_reason["text"] and "10.0.0.2:40000" in nat_reason["text"]
+
+
+def test_rate_placeholders_read_as_rates():
+    result = evaluate(load_ruleset("azure-current"), MEASURED_PUBLIC, req(bandwidth_bits_per_second=2e9))
+    text = next(r["text"] for r in result["options"]["s2s"]["reasons"] if r["rule"] == "current.s2s.bandwidth-several-tunnels")
+    assert "2 Gbit/s" in text and "1 Gbit/s" in text and "VpnGw3" in text
+    assert format_rate(650e6) == "650 Mbit/s" and format_rate(999) == "999 bit/s"
+
+
+def test_recommendation_ranks_by_verdict_then_preference():
+    rs = load_ruleset("azure-current")
+    colocated = evaluate(rs, MEASURED_PUBLIC, req(colocation=True, nsp_wan=False, vpn_device=True))
+    # ExpressRoute EXP is feasible, the VPN options conditional, NSP infeasible (never recommended).
+    assert colocated["recommendation"] == ["expressroute_exp", "s2s", "p2s"]
+    few = evaluate(rs, MEASURED_PUBLIC, req(clients=3, vpn_device=True))
+    assert few["recommendation"][:2] == ["p2s", "s2s"]
+    many = evaluate(rs, MEASURED_PUBLIC, req(clients=300, vpn_device=True))
+    assert many["recommendation"][:2] == ["s2s", "p2s"]
+    none = evaluate(rs, MEASURED_PUBLIC, req(private_only=True, colocation=False, nsp_wan=False))
+    assert none["recommendation"] == []
+
+
+def test_lookup_treats_absent_parts_as_not_measured():
+    context = {"facts": {"nat": {"detected": False}}}
+    assert lookup(context, "facts.nat.detected") is False
+    assert lookup(context, "facts.reachability.sstp.reachable") is None
+    assert lookup(context, "facts.nat.detected.deeper") is None
+
+
+def test_unknown_ruleset_is_refused_with_the_known_ones():
+    with pytest.raises(RuleSetError, match="azure-2015"):
+        load_ruleset("azure-1999")
+
+
+def test_broken_rule_files_are_refused(monkeypatch):
+    import agent.verdicts as verdicts
+    from agent.verdicts import Rule
+
+    sources = {"seed": "x"}
+    bad = [
+        Rule("r1", "p3s", "feasible", {}, "t", "seed"),
+        Rule("r2", "p2s", "maybe", {}, "t", "seed"),
+        Rule("r3", "p2s", "feasible", {}, "t", "nowhere"),
+        Rule("r4", "p2s", "feasible", {"facts.x": {"approx": 1}}, "t", "seed"),
+        Rule("r5", "p2s", "feasible", {"weather.x": 1}, "t", "seed"),
+        Rule("r6", "p2s", "feasible", {}, "value {secrets.key}", "seed"),
+    ]
+    for rule in bad:
+        with pytest.raises(RuleSetError, match=rule.id):
+            verdicts._check_rule(rule, sources)

@@ -82,7 +82,7 @@ def render_text(report: dict[str, Any], *, color: bool = False, width: int = 110
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=color, no_color=not color, width=width, highlight=False)
     console.print(Text(_heading(report), style="bold"))
-    console.print(report["summary"])
+    console.print(report["summary"], soft_wrap=True)
 
     interfaces = Table(title="Interfaces (up)", title_justify="left", show_edge=False)
     for column in ("interface", "address", "class"):

@@ -21,7 +21,7 @@ ADDRESS_AND_PORT_DEPENDENT = "address-and-port-dependent"
 # open; a few RTOs after a measured RTT, but at least this, keeps a lost packet from passing
 # for a filter while keeping `xcheck run` near a second.
 MIN_FILTERING_WAIT_SECONDS = 0.3
-FILTERING_WAIT_RTOS = 4
+FILTERING_WAIT_RTOS = 3
 
 
 def _answer(answer: BindingAnswer) -> dict[str, Any]:

@@ -108,3 +108,15 @@ def test_registry_checks_skip_without_targets():
     assert (results["stun_binding"].status, results["stun_binding"].reason) == (Status.SKIPPED, Reason.NO_TARGET)
     assert results["nat_behavior"].reason is Reason.DEPENDENCY_UNAVAILABLE
     assert results["interfaces"].status is Status.OK
+
+
+def test_readme_check_table_is_the_registry():
+    """Docs are derived from the registry, never re-listed by hand: this keeps them in step."""
+    import re
+    from pathlib import Path
+
+    from checks.registry import CHECKS
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `([a-z_]+)` \| (.+?) \|$", readme, flags=re.MULTILINE))
+    assert {name: rows.get(name) for name in CHECKS} == {name: c.summary for name, c in CHECKS.items()}

@@ -76,8 +76,13 @@ def run(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write the report here (atomically) instead of standard output.")] = None,
     redact: Annotated[bool, typer.Option("--redact", help="Replace addresses, host and user names with stable pseudonyms.")] = False,
     traceback: Annotated[bool, typer.Option("--traceback", help="Show the Python traceback of an internal error.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what each check does to standard error.")] = False,
 ) -> None:
     """Measure this host's connectivity and give a verdict for each Azure cross-premises option."""
+    if verbose:
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(name)s: %(message)s")
     flags = {"--stun": stun, "--timeout": timeout, "--ruleset": ruleset, "--expect": expect,
              "--bandwidth-mbps": bandwidth_mbps, "--clients": clients, "--private-only": private_only,
              "--vpn-device": vpn_device, "--colocation": colocation, "--nsp-wan": nsp_wan}

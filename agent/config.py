@@ -39,7 +39,7 @@ class Requirements:
 
     bandwidth_bits_per_second: float | None = None
     clients: int | None = None
-    private_only: bool = False
+    private_only: bool | None = None
     vpn_device: bool | None = None
     colocation: bool | None = None
     nsp_wan: bool | None = None
@@ -99,7 +99,15 @@ def _list_of(item: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
     def check(value: Any) -> tuple[Any, ...]:
         if not isinstance(value, list):
             raise ValueError(f"expected a list, got {value!r}")
-        return tuple(item(entry) for entry in value)
+        items, problems = [], []
+        for index, entry in enumerate(value):
+            try:
+                items.append(item(entry))
+            except ValueError as exc:
+                problems.append(f"[{index}] {exc}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return tuple(items)
     return check
 
 

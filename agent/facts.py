@@ -51,15 +51,23 @@ def nat(results: Mapping[str, CheckResult]) -> dict[str, Any]:
     behavior_evidence = behavior.evidence if behavior else {}
 
     # Only addresses on the path count: an overlay such as Tailscale also numbers its
-    # interface from 100.64/10 without any carrier NAT.
-    local_addresses = [s["local_address"] for s in sent if s.get("local_address")]
-    if not local_addresses:
-        local_addresses = [a["address"] for a in _ipv4_addresses(_interfaces(results))]
-    reflexive = [s["mapped_address"] for s in answered]
-    if any(is_cgnat(a) for a in local_addresses + reflexive):
+    # interface from 100.64/10 without any carrier NAT. A carrier NAT beyond a home router
+    # that shows neither address cannot be seen from here, so False means "not detected".
+    on_path = [s["local_address"] for s in sent if s.get("local_address")] + [s["mapped_address"] for s in answered]
+    if any(is_cgnat(address) for address in on_path):
         cgnat: bool | None = True
     else:
         cgnat = False if answered else None
+
+    # "Blocked" needs every server we sent to to stay silent; anything that came back, even a bad
+    # answer, proves UDP passes. A local send error proves neither.
+    results = {s["result"] for s in sent}
+    if results and results <= {"no_response"}:
+        udp_blocked: bool | None = True
+    elif results & {"answered", "invalid_response", "error_response"}:
+        udp_blocked = False
+    else:
+        udp_blocked = None
 
     return {
         "detected": any(s["nat_detected"] for s in answered) if answered else None,
@@ -71,8 +79,7 @@ def nat(results: Mapping[str, CheckResult]) -> dict[str, Any]:
         "filtering": behavior_evidence.get("filtering", {}).get("behavior"),
         "mapping_varies_by_destination": binding.evidence.get("mapping_varies_by_destination") if binding else None,
         "cgnat": cgnat,
-        # "Blocked" needs every server we sent to to stay silent; any answer, even a bad one, is not silence.
-        "udp_blocked": all(s["result"] == "no_response" for s in sent) if sent else None,
+        "udp_blocked": udp_blocked,
     }
 
 

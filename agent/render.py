@@ -10,12 +10,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-OPTION_LABELS = {
-    "p2s": "Point-to-Site",
-    "s2s": "Site-to-Site",
-    "expressroute_exp": "ExpressRoute (EXP)",
-    "expressroute_nsp": "ExpressRoute (NSP)",
-}
 _VERDICT_STYLES = {"feasible": "green", "conditional": "yellow", "unknown": "bright_black", "infeasible": "red"}
 _STATUS_STYLES = {"ok": "green", "fail": "red", "error": "magenta", "skipped": "bright_black"}
 
@@ -71,7 +65,7 @@ def _recommendation(report: dict[str, Any]) -> str:
     ranked = report["recommendation"]
     if not ranked:
         return "none: every option is infeasible for this site"
-    return ", then ".join(OPTION_LABELS[option] for option in ranked)
+    return ", then ".join(report["options"][option]["title"] for option in ranked)
 
 
 def render_text(report: dict[str, Any], *, color: bool = False, width: int = 110) -> str:
@@ -109,10 +103,9 @@ def render_text(report: dict[str, Any], *, color: bool = False, width: int = 110
     verdicts.add_column("option")
     verdicts.add_column("verdict")
     verdicts.add_column("reasons (rule: text)", overflow="fold")
-    for option, label in OPTION_LABELS.items():
-        entry = report["options"][option]
+    for entry in report["options"].values():
         reasons = "\n".join(f"{r['rule']}: {r['text']}" for r in entry["reasons"])
-        verdicts.add_row(label, Text(entry["verdict"], style=_VERDICT_STYLES[entry["verdict"]]), reasons)
+        verdicts.add_row(entry["title"], Text(entry["verdict"], style=_VERDICT_STYLES[entry["verdict"]]), reasons)
     console.print(verdicts)
     console.print(Text("Recommendation: ", style="bold") + Text(_recommendation(report)))
     return buffer.getvalue()
@@ -130,9 +123,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["", "### Checks", "", "| check | status | reason | time | detail |", "|---|---|---|---|---|"]
     lines += [f"| {' | '.join(map(_md, row))} |" for row in _check_rows(report)]
     lines += ["", "### Verdicts", ""]
-    for option, label in OPTION_LABELS.items():
-        entry = report["options"][option]
-        lines.append(f"- **{label}: {entry['verdict']}**")
+    for entry in report["options"].values():
+        lines.append(f"- **{entry['title']}: {entry['verdict']}**")
         lines += [f"  - `{r['rule']}` ({r.get('verdict', '')}): {r['text']} _Source: {r['source']}_" for r in entry["reasons"]]
     lines += ["", f"**Recommendation:** {_recommendation(report)}", ""]
     return "\n".join(lines)

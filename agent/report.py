@@ -6,7 +6,6 @@ rename or remove one without a new schema_version.
 
 from __future__ import annotations
 
-import copy
 import getpass
 import ipaddress
 import json
@@ -162,12 +161,14 @@ def redact(report: dict[str, Any]) -> dict[str, Any]:
 
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
-            return {scrub(key) if isinstance(key, str) else key: walk(value) for key, value in node.items()}
+            return {key: walk(value) for key, value in node.items()}
         if isinstance(node, list):
             return [walk(item) for item in node]
         return scrub(node) if isinstance(node, str) else node
 
-    redacted = walk(copy.deepcopy(report))
+    # Keys and the tool's own identity are ours, not the site's: a host named "xcheck" must not
+    # rename the tool.
+    redacted = {key: value if key in ("tool", "schema_version") else walk(value) for key, value in report.items()}
     redacted["redacted"] = True
     return redacted
 

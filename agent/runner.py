@@ -70,6 +70,8 @@ async def _run_one(
         outcome = Outcome.fail(Reason.TIMEOUT, f"did not finish within {timeout:g} s")
     except Exception as exc:  # a bug in a check is reported as its result, not raised
         _log.debug("check %s crashed", check.name, exc_info=True)
+        while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]  # a TaskGroup's wrapper says nothing about the cause
         outcome = Outcome(Status.ERROR, Reason.EXCEPTION, f"{type(exc).__name__}: {exc}")
     return CheckResult(check.name, outcome.status, outcome.reason, outcome.detail, clock() - started, outcome.evidence)
 

@@ -53,9 +53,6 @@ _IPV6_CLASSES: tuple[tuple[ipaddress.IPv6Network, AddressClass], ...] = tuple(
     )
 )
 
-CGNAT_NETWORK = ipaddress.IPv4Network("100.64.0.0/10")
-
-
 def classify(address: str | IPAddress) -> AddressClass:
     ip = ipaddress.ip_address(address)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
@@ -65,10 +62,6 @@ def classify(address: str | IPAddress) -> AddressClass:
         if ip in network:
             return cls
     return AddressClass.PUBLIC
-
-
-def is_public(address: str | IPAddress) -> bool:
-    return classify(address) is AddressClass.PUBLIC
 
 
 def is_cgnat(address: str | IPAddress) -> bool:

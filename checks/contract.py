@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import ipaddress
 import logging
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -136,24 +138,54 @@ class Resolver:
     """IPv4 name resolution, cached for one run so that every check sees the same answer.
 
     xcheck measures IPv4 paths (Azure VPN gateways and the seed's rules are IPv4), so an
-    IPv6-only target is a resolve failure with that said.
+    IPv6-only target is a resolve failure with that said. Look-ups run in daemon threads:
+    a resolver that hangs must neither hold a check past its deadline nor keep the
+    process from exiting.
     """
 
     def __init__(self) -> None:
         self._cache: dict[str, asyncio.Future[str]] = {}
 
-    async def resolve(self, host: str) -> str:
-        """The first IPv4 address of host; raises OSError (socket.gaierror) when there is none."""
+    async def resolve(self, host: str, timeout: float) -> str:
+        """The first IPv4 address of host; OSError with a readable message when there is none."""
+        try:
+            return str(ipaddress.IPv4Address(host))
+        except ValueError:
+            pass
         if host not in self._cache:
-            self._cache[host] = asyncio.ensure_future(self._lookup(host))
-        return await asyncio.shield(self._cache[host])
+            self._cache[host] = _lookup_in_thread(host)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._cache[host]), timeout)
+        except TimeoutError:
+            raise OSError(f"looking up {host!r} took longer than {timeout:.3g} s") from None
 
-    @staticmethod
-    async def _lookup(host: str) -> str:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, None, family=socket.AF_INET, type=socket.SOCK_DGRAM
-        )
-        return infos[0][4][0]
+
+def _lookup_in_thread(host: str) -> asyncio.Future[str]:
+    loop = asyncio.get_running_loop()
+    result: asyncio.Future[str] = loop.create_future()
+
+    def settle(value: str | None, error: OSError | None) -> None:
+        if result.done():
+            return
+        if error is None:
+            result.set_result(value)
+            return
+        result.set_exception(error)
+        result.exception()  # marked as seen: a look-up that no check waits for any more must not log
+
+    def look_up() -> None:
+        try:
+            infos = socket.getaddrinfo(host, None, family=socket.AF_INET, type=socket.SOCK_DGRAM)
+            outcome: tuple[str | None, OSError | None] = (infos[0][4][0], None)
+        except (OSError, UnicodeError, ValueError) as exc:  # UnicodeError: a label IDNA refuses
+            outcome = (None, OSError(f"cannot resolve {host!r} to an IPv4 address: {exc}"))
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:
+            pass  # the run ended while we were looking up
+
+    threading.Thread(target=look_up, name=f"resolve {host}", daemon=True).start()
+    return result
 
 
 @dataclass

@@ -47,7 +47,7 @@ async def probe(ctx: CheckContext) -> Outcome:
     routes = []
     for target in ctx.targets.all():
         try:
-            ip = await ctx.resolver.resolve(target.host)
+            ip = await ctx.resolver.resolve(target.host, ctx.remaining())
         except OSError as exc:
             routes.append({"target": str(target), "address": None, "source_address": None, "error": str(exc)})
             continue

@@ -12,21 +12,26 @@ from typing import Any
 
 from checks.addressing import source_address_toward
 from checks.contract import Check, CheckContext, Endpoint, Outcome, Reason
-from checks.stun_client import AnswerKind, BindingAnswer, Deadline, StunClient
+from checks.stun_client import REASONS, AnswerKind, BindingAnswer, Deadline, StunClient
 
 
 # Once one server has answered, the others get this long: a dead default server must not hold
 # `xcheck run` to the full timeout, and a live one is rarely this far behind the first.
 SLOWER_SERVER_GRACE_SECONDS = 0.5
+_FAILURE_ORDER = (AnswerKind.INVALID_RESPONSE, AnswerKind.ERROR_RESPONSE, AnswerKind.NO_RESPONSE,
+                  AnswerKind.NETWORK_ERROR, AnswerKind.RESOLVE_FAILED)
 
 
 def _server_evidence(target: Endpoint, local_port: int, answer: BindingAnswer) -> dict[str, Any]:
     message, mapped = answer.message, answer.mapped
-    server_ip = answer.server[0]
-    source = source_address_toward(server_ip, answer.server[1])
+    server_ip, server_port = answer.server
+    source = source_address_toward(server_ip, server_port)
+    # RFC 3489 servers name their alternate address CHANGED-ADDRESS; RFC 5780 ones OTHER-ADDRESS.
+    other = (message.other_address or message.changed_address) if message else None
+    origin = message.response_origin if message else None
     return {
         "server": str(target),
-        "address": f"{server_ip}:{answer.server[1]}",
+        "address": f"{server_ip}:{server_port}",
         "result": str(answer.kind),
         "detail": answer.detail,
         "attempts": answer.attempts,
@@ -36,23 +41,25 @@ def _server_evidence(target: Endpoint, local_port: int, answer: BindingAnswer) -
         "mapped_address": str(mapped.ip) if mapped else None,
         "mapped_port": mapped.port if mapped else None,
         "nat_detected": (str(mapped.ip), mapped.port) != (source, local_port) if mapped else None,
-        "other_address": str(message.other_address) if message and message.other_address else None,
-        "response_origin": str(message.response_origin) if message and message.response_origin else None,
+        "other_address": str(other) if other else None,
+        "other_address_attribute": None if other is None else (
+            "OTHER-ADDRESS" if message.other_address else "CHANGED-ADDRESS"),
+        "response_origin": str(origin) if origin else None,
+        # A server behind a NAT of its own reports an origin that is not where its answer came from.
+        "response_origin_matches": (str(origin.ip), origin.port) == answer.source if origin and answer.source else None,
         "software": message.software if message else None,
         "fingerprint": message.fingerprint_present if message else None,
     }
 
 
-def _unresolved(target: Endpoint, error: OSError) -> dict[str, Any]:
-    return {"server": str(target), "address": None, "result": "resolve_failed", "detail": str(error)}
-
-
-async def _query(ctx: CheckContext, client: StunClient, target: Endpoint, deadline: Deadline) -> dict[str, Any]:
+async def _bind_to_server(ctx: CheckContext, client: StunClient, target: Endpoint, deadline: Deadline) -> dict[str, Any]:
     try:
-        ip = await ctx.resolver.resolve(target.host)
+        ip = await ctx.resolver.resolve(target.host, ctx.remaining())
     except OSError as exc:
-        return _unresolved(target, exc)
+        ctx.logger.debug("%s: %s", target, exc)
+        return {"server": str(target), "address": None, "result": str(AnswerKind.RESOLVE_FAILED), "detail": str(exc)}
     answer = await client.binding((ip, target.port), deadline=deadline)
+    ctx.logger.debug("%s (%s): %s after %d requests %s", target, ip, answer.kind, answer.attempts, answer.detail)
     if answer.kind is AnswerKind.ANSWERED:
         deadline.bring_forward(ctx.clock() + SLOWER_SERVER_GRACE_SECONDS)
     return _server_evidence(target, client.local_port, answer)
@@ -75,27 +82,23 @@ async def probe(ctx: CheckContext) -> Outcome:
         return Outcome.skipped(Reason.NO_TARGET, "no STUN server given")
     deadline = Deadline(ctx.deadline)
     with StunClient.open(ctx.clock) as client:
-        servers = list(await asyncio.gather(*(_query(ctx, client, t, deadline) for t in ctx.targets.stun)))
+        async with asyncio.TaskGroup() as group:  # a crash in one cancels the others before the socket closes
+            tasks = [group.create_task(_bind_to_server(ctx, client, t, deadline)) for t in ctx.targets.stun]
+        servers = [task.result() for task in tasks]
         evidence = {
             "local_port": client.local_port,
             "servers": servers,
             "mapping_varies_by_destination": mapping_varies(servers),
             "unsolicited_datagrams": client.unsolicited,
         }
-    results = [s["result"] for s in servers]
+    results = [AnswerKind(s["result"]) for s in servers]
     answered = results.count(AnswerKind.ANSWERED)
     if answered:
         return Outcome.ok(evidence, f"{answered} of {len(servers)} STUN servers answered")
-    for kind, reason in (
-        (AnswerKind.INVALID_RESPONSE, Reason.INVALID_RESPONSE),
-        (AnswerKind.ERROR_RESPONSE, Reason.INVALID_RESPONSE),
-        (AnswerKind.NO_RESPONSE, Reason.NO_RESPONSE),
-        (AnswerKind.NETWORK_ERROR, Reason.NETWORK_ERROR),
-    ):
-        if kind in results:
-            failed = [f"{s['server']}: {s['detail']}" for s in servers if s["result"] == kind]
-            return Outcome.fail(reason, "; ".join(failed), evidence)
-    return Outcome.fail(Reason.RESOLVE_FAILED, "no STUN server name resolved to an IPv4 address", evidence)
+    # No answer: report the most telling failure (something came back > silence > local trouble).
+    kind = next(k for k in _FAILURE_ORDER if k in results)
+    failed = "; ".join(f"{s['server']}: {s['detail']}" for s in servers if s["result"] == kind)
+    return Outcome.fail(REASONS[kind], failed, evidence)
 
 
 CHECK = Check(

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from checks import stun
+from checks.contract import Reason
 
 # RFC 8489 §6.2.1: initial RTO of 500 ms, doubled on each retransmission.
 INITIAL_RTO_SECONDS = 0.5
@@ -29,9 +30,20 @@ Address = tuple[str, int]
 class AnswerKind(enum.StrEnum):
     ANSWERED = "answered"
     ERROR_RESPONSE = "error_response"  # a valid STUN error response (e.g. 420)
-    INVALID_RESPONSE = "invalid_response"
+    INVALID_RESPONSE = "invalid_response"  # only answers that break the protocol came back
     NO_RESPONSE = "no_response"
-    NETWORK_ERROR = "network_error"
+    NETWORK_ERROR = "network_error"  # the local stack refused to send
+    RESOLVE_FAILED = "resolve_failed"  # never sent: the server's name did not resolve
+
+
+# What each way a transaction can end means for a check's result.
+REASONS = {
+    AnswerKind.NO_RESPONSE: Reason.NO_RESPONSE,
+    AnswerKind.NETWORK_ERROR: Reason.NETWORK_ERROR,
+    AnswerKind.INVALID_RESPONSE: Reason.INVALID_RESPONSE,
+    AnswerKind.ERROR_RESPONSE: Reason.INVALID_RESPONSE,
+    AnswerKind.RESOLVE_FAILED: Reason.RESOLVE_FAILED,
+}
 
 
 @dataclass(frozen=True)
@@ -73,7 +85,7 @@ class StunClient:
         self._sock = sock
         self._clock = clock
         self._loop = asyncio.get_running_loop()
-        self._pending: dict[bytes, asyncio.Future[tuple[bytes, Address]]] = {}
+        self._pending: dict[bytes, asyncio.Queue[tuple[bytes, Address]]] = {}
         self.unsolicited = 0  # datagrams matching no open transaction (late duplicates, junk)
         self._unsolicited_from: dict[Address, int] = {}
         self._loop.add_reader(sock.fileno(), self._on_readable)
@@ -81,9 +93,13 @@ class StunClient:
     @classmethod
     def open(cls, clock: Callable[[], float] = time.monotonic) -> StunClient:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setblocking(False)
-        sock.bind(("0.0.0.0", 0))
-        return cls(sock, clock)
+        try:
+            sock.setblocking(False)
+            sock.bind(("0.0.0.0", 0))
+            return cls(sock, clock)
+        except BaseException:
+            sock.close()
+            raise
 
     @property
     def local_port(self) -> int:
@@ -108,14 +124,14 @@ class StunClient:
             except OSError:
                 # An asynchronous error (e.g. a queued ICMP report); the transaction sees silence.
                 return
-            # Route by the transaction ID's place alone: a malformed answer to our request
-            # must fail its transaction with the parser's reason, not pass for silence.
-            waiter = self._pending.get(bytes(data[8:20])) if len(data) >= stun.HEADER_LENGTH else None
-            if waiter is None or waiter.done():
+            # Route by the transaction ID's place alone, so that a malformed answer to our
+            # request is judged (and reported) by its transaction instead of passing for silence.
+            queue = self._pending.get(bytes(data[8:20])) if len(data) >= stun.HEADER_LENGTH else None
+            if queue is None:
                 self.unsolicited += 1
                 self._unsolicited_from[source] = self._unsolicited_from.get(source, 0) + 1
                 continue
-            waiter.set_result((data, source))
+            queue.put_nowait((data, source))
 
     async def binding(
         self,
@@ -123,45 +139,63 @@ class StunClient:
         *,
         deadline: Deadline,
         rto: float = INITIAL_RTO_SECONDS,
+        backoff: float = 2.0,
         change_ip: bool = False,
         change_port: bool = False,
         expect_from: Address | None = None,
     ) -> BindingAnswer:
-        """One Binding transaction, retransmitted until an answer or the deadline.
+        """One Binding transaction, retransmitted until a valid answer or the deadline.
 
-        A deadline brought forward is seen at the next retransmission time.
+        RFC 8489 §6.2.1: the RTO doubles (`backoff`) after each send. An answer that breaks
+        the protocol is remembered but does not end the transaction (§6.3: discard, keep
+        waiting); it is reported only if no valid answer follows. A deadline brought forward
+        is seen at the next wake-up.
         """
         transaction_id = stun.new_transaction_id()
         request = stun.encode_binding_request(transaction_id, change_ip=change_ip, change_port=change_port)
-        waiter: asyncio.Future[tuple[bytes, Address]] = self._loop.create_future()
-        self._pending[transaction_id] = waiter
-        attempts = 0
+        expected_source = expect_from or server
+        answers: asyncio.Queue[tuple[bytes, Address]] = asyncio.Queue()
+        self._pending[transaction_id] = answers
+        attempts, sent_at, next_send = 0, 0.0, self._clock()
+        first_invalid: BindingAnswer | None = None
         try:
-            while (remaining := deadline.at - self._clock()) > 0:
-                try:
-                    self._sock.sendto(request, server)
-                except OSError as exc:
-                    return BindingAnswer(AnswerKind.NETWORK_ERROR, server, attempts, f"send failed: {exc.strerror or exc}")
-                attempts += 1
-                sent_at = self._clock()
-                try:
-                    data, source = await asyncio.wait_for(asyncio.shield(waiter), min(rto, remaining))
-                except TimeoutError:
-                    rto *= 2
-                    continue
+            while True:
+                now = self._clock()
+                if now >= deadline.at:
+                    if answers.empty():
+                        break
+                    data, source = answers.get_nowait()  # arrived just as time ran out
+                else:
+                    if now >= next_send:
+                        try:
+                            self._sock.sendto(request, server)
+                        except OSError as exc:
+                            return BindingAnswer(AnswerKind.NETWORK_ERROR, server, attempts,
+                                                 f"send failed: {exc.strerror or exc}")
+                        attempts, sent_at, next_send = attempts + 1, now, now + rto
+                        rto *= backoff
+                    try:
+                        async with asyncio.timeout(min(next_send, deadline.at) - now):
+                            data, source = await answers.get()
+                    except TimeoutError:
+                        continue
                 rtt = self._clock() - sent_at if attempts == 1 else None
-                return _judge(data, source, server, expect_from or server, transaction_id, attempts, rtt)
-            stray = self._unsolicited_from.get(expect_from or server, 0)
-            if stray:
-                detail = f"no valid answer to {attempts} requests, but {stray} datagrams that match no request came from there"
-                return BindingAnswer(AnswerKind.INVALID_RESPONSE, server, attempts, detail)
-            return BindingAnswer(AnswerKind.NO_RESPONSE, server, attempts, f"no answer to {attempts} requests")
+                answer = _validate_response(data, source, server, expected_source, transaction_id, attempts, rtt)
+                if answer.kind is not AnswerKind.INVALID_RESPONSE:
+                    return answer
+                first_invalid = first_invalid or answer
         finally:
             del self._pending[transaction_id]
-            waiter.cancel()
+        if first_invalid is not None:
+            return first_invalid
+        stray = self._unsolicited_from.get(expected_source, 0)
+        if stray:
+            detail = f"no valid answer to {attempts} requests; {stray} datagrams from there matched no request"
+            return BindingAnswer(AnswerKind.INVALID_RESPONSE, server, attempts, detail)
+        return BindingAnswer(AnswerKind.NO_RESPONSE, server, attempts, f"no answer to {attempts} requests")
 
 
-def _judge(
+def _validate_response(
     data: bytes,
     source: Address,
     server: Address,

@@ -70,7 +70,7 @@ wan = true
     for expected in (
         "ruleset: expected one of azure-2015, azure-current, got 'azure-1999'",
         "timeout_seconds: must be greater than 0",
-        "stun: 'host:99999': port must be a number from 1 to 65535",
+        "stun: [0] 'host:99999': port must be a number from 1 to 65535; [1] expected 'HOST[:PORT]', got 7",
         "colour: unknown key",
         "requirements.bandwidth_mbps: expected a number, got 'fast'",
         "requirements.clients: expected a whole number >= 1, got 0",

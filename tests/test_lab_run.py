@@ -154,6 +154,7 @@ def test_human_formats(fmt):
                                          "--timeout", TIMEOUT, "--stun", lab.stun_primary])
     assert completed.returncode == 0, completed.stderr
     out = completed.stdout
-    assert "Site-to-Site" in out and "ExpressRoute (NSP)" in out and "current.s2s.behind-nat" in out
+    assert "Site-to-Site" in out and "ExpressRoute via a Network Service Provider" in out
+    assert "current.s2s.behind-nat" in out
     assert "address-and-port-dependent" in out and "Recommendation" in out
     assert "\x1b[" not in out  # no colour codes when piped

@@ -95,7 +95,7 @@ def test_silence_is_no_response_with_retransmissions_doubling():
     ],
 )
 def test_a_wrong_answer_is_invalid_with_a_reason(reply, detail):
-    answer, _, _ = transact(lambda n, req, src: (reply(req, src), None))
+    answer, _, _ = transact(lambda n, req, src: (reply(req, src), None), timeout=0.3)
     assert answer.kind is AnswerKind.INVALID_RESPONSE
     assert detail in answer.detail
 
@@ -114,7 +114,7 @@ def test_an_answer_from_another_address_is_refused():
     other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     other.bind(("127.0.0.2", 0))
     try:
-        answer, _, _ = transact(lambda n, req, src: (success(req, src), other))
+        answer, _, _ = transact(lambda n, req, src: (success(req, src), other), timeout=0.3)
     finally:
         other.close()
     assert answer.kind is AnswerKind.INVALID_RESPONSE
@@ -131,16 +131,47 @@ def test_junk_and_stale_answers_are_ignored_until_the_real_one():
     assert client.unsolicited == 2
 
 
-def test_send_to_an_unroutable_address_is_a_network_error():
+def test_a_send_the_kernel_refuses_is_a_network_error():
     async def main():
         with StunClient.open() as client:
-            # 240.0.0.1 is reserved: Linux has no route to it, so sendto fails at once.
-            return await client.binding(("240.0.0.1", 3478), deadline=Deadline(time.monotonic() + 1))
+            # Limited broadcast without SO_BROADCAST: the kernel refuses (EACCES), nothing is sent.
+            return await client.binding(("255.255.255.255", 3478), deadline=Deadline(time.monotonic() + 1))
 
     answer = asyncio.run(main())
-    assert answer.kind in (AnswerKind.NETWORK_ERROR, AnswerKind.NO_RESPONSE)
-    if answer.kind is AnswerKind.NETWORK_ERROR:
-        assert answer.attempts == 0 and "send failed" in answer.detail
+    assert answer.kind is AnswerKind.NETWORK_ERROR
+    assert answer.attempts == 0 and "send failed: Permission denied" in answer.detail
+
+
+def test_default_schedule_starts_at_500_ms_and_doubles():
+    answer, requests, _ = transact(lambda n, req, src: None, timeout=1.6, rto=0.5)
+    # RFC 8489 §6.2.1: sends at 0, 0.5 and 1.5 s.
+    assert answer.kind is AnswerKind.NO_RESPONSE and len(requests) == 3
+
+
+def test_a_bad_copy_does_not_hide_a_good_answer_that_follows():
+    def bad_then_good(n, req, src):
+        return [(req[:20] + b"\x00\x00\x00\x00", None), (success(req, src), None)]
+
+    answer, _, _ = transact(bad_then_good)
+    assert answer.kind is AnswerKind.ANSWERED
+
+
+def test_transactions_share_one_socket_concurrently():
+    async def main():
+        servers = [ScriptedServer(lambda n, req, src: (success(req, src), None)).start() for _ in range(3)]
+        try:
+            with StunClient.open() as client:
+                deadline = Deadline(time.monotonic() + 1)
+                answers = await asyncio.gather(*(client.binding(s.address, deadline=deadline, rto=0.05) for s in servers))
+                return answers, client.local_port
+        finally:
+            for server in servers:
+                server.close()
+
+    answers, port = asyncio.run(main())
+    assert [a.kind for a in answers] == [AnswerKind.ANSWERED] * 3
+    assert {a.mapped.port for a in answers} == {port}  # one socket, one mapping
+    assert len({a.server for a in answers}) == 3
 
 
 def test_cached_rto_follows_rfc_8489_with_a_floor():
@@ -152,4 +183,4 @@ def test_cached_rto_follows_rfc_8489_with_a_floor():
 def test_only_junk_from_the_server_is_not_mistaken_for_silence():
     answer, _, _ = transact(lambda n, req, src: (b"\x00\x01" + b"\xee" * 30, None), timeout=0.3)
     assert answer.kind is AnswerKind.INVALID_RESPONSE
-    assert "match no request came from there" in answer.detail
+    assert "datagrams from there matched no request" in answer.detail

@@ -49,6 +49,7 @@ TABLE = [
     ("azure-current", MEASURED_PUBLIC, req(bandwidth_bits_per_second=50e6, vpn_device=True, colocation=False, nsp_wan=False),
      ("conditional", "conditional", "infeasible", "infeasible"),
      {"current.s2s.public-ipv4", "current.s2s.no-nat", "current.s2s.vpn-device", "current.s2s.bandwidth-fits",
+      "current.p2s.same-public-ip-as-s2s",
       "current.p2s.bandwidth-fits", "current.er-exp.no-colocation", "current.er-nsp.no-wan"}),
     # Behind a NAT: the seed forbids S2S, NAT-T makes it conditional today.
     ("azure-2015", BEHIND_NAT, req(vpn_device=True),
@@ -88,23 +89,23 @@ TABLE = [
      {"current.p2s.internet", "current.s2s.internet", "current.er-exp.private", "current.er-nsp.private",
       "current.p2s.expressroute-colocation", "current.p2s.expressroute-nsp", "current.er-exp.bandwidth-fits",
       "current.er-nsp.bandwidth-fits", "current.er-exp.colocation", "current.er-nsp.wan"}),
-    # 2 Gbit/s: above VPN's typical range in 2015, several tunnels today; above NSP's 1 Gbps in 2015.
+    # 2 Gbit/s: above VPN's typical range in 2015 ("typically": conditional), several tunnels today;
+    # above NSP's 1 Gbps in 2015.
     ("azure-2015", MEASURED_PUBLIC, req(bandwidth_bits_per_second=2e9, colocation=True, nsp_wan=True, vpn_device=True),
-     ("infeasible", "infeasible", "feasible", "infeasible"),
+     ("conditional", "conditional", "feasible", "infeasible"),
      {"2015.er-nsp.bandwidth-above", "2015.er-exp.bandwidth-fits"}),
     ("azure-current", MEASURED_PUBLIC, req(bandwidth_bits_per_second=2e9, colocation=True, nsp_wan=True, vpn_device=True),
      ("conditional", "conditional", "feasible", "feasible"),
      {"current.s2s.bandwidth-several-tunnels"}),
-    # 20 Gbit/s: beyond every gateway and provider circuit, within an ExpressRoute Direct port today.
+    # 20 Gbit/s: beyond every gateway, circuit and ExpressRoute gateway (ErGw3Az, 10 Gbps) today.
     ("azure-2015", MEASURED_PUBLIC, req(bandwidth_bits_per_second=20e9, colocation=True, nsp_wan=True),
-     ("infeasible", "infeasible", "infeasible", "infeasible"),
-     {"2015.er-exp.bandwidth-above", "2015.er-nsp.bandwidth-above"}),
+     ("conditional", "conditional", "infeasible", "infeasible"),
+     {"2015.er-exp.bandwidth-above", "2015.er-nsp.bandwidth-above", "2015.s2s.bandwidth-above-typical"}),
     ("azure-current", MEASURED_PUBLIC, req(bandwidth_bits_per_second=20e9, colocation=True, nsp_wan=True),
-     ("infeasible", "infeasible", "feasible", "infeasible"),
-     {"current.p2s.bandwidth-above", "current.s2s.bandwidth-above", "current.er-nsp.bandwidth-above"}),
-    ("azure-current", MEASURED_PUBLIC, req(bandwidth_bits_per_second=200e9, colocation=True),
      ("infeasible", "infeasible", "infeasible", "infeasible"),
-     {"current.er-exp.bandwidth-above"}),
+     {"current.p2s.bandwidth-above", "current.s2s.bandwidth-above", "current.er-nsp.bandwidth-above",
+      "current.er-exp.bandwidth-above", "current.s2s.expressroute-coexist-colocation",
+      "current.s2s.expressroute-coexist-nsp"}),
     # Clients: the seed's "a few", today's SSTP limit of 128 and the largest gateway's 10,000.
     ("azure-2015", MEASURED_PUBLIC, req(clients=50),
      ("conditional", "conditional", "unknown", "unknown"), {"2015.p2s.many-clients"}),

@@ -8,6 +8,7 @@ Heavy modules (the checks, rich, psutil) are imported inside the commands so tha
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import sys
 from pathlib import Path
@@ -45,6 +46,11 @@ _FLAG_FIELDS = {
     "--vpn-device": "requirements.vpn_device",
     "--colocation": "requirements.colocation",
     "--nsp-wan": "requirements.nsp_wan",
+    "--iperf": "iperf",
+    "--throughput": "throughput",
+    "--throughput-seconds": "throughput_seconds",
+    "--streams": "streams",
+    "--throughput-profile": "throughput_profile",
 }
 
 
@@ -72,6 +78,11 @@ def run(
     vpn_device: Annotated[Optional[bool], typer.Option("--vpn-device/--no-vpn-device", help="A VPN device is (or is not) available at the site.")] = None,
     colocation: Annotated[Optional[bool], typer.Option("--colocation/--no-colocation", help="Present (or not) at an exchange provider's facility.")] = None,
     nsp_wan: Annotated[Optional[bool], typer.Option("--nsp-wan/--no-nsp-wan", help="Has (or has not) an MPLS/VPLS WAN from a provider.")] = None,
+    iperf: Annotated[Optional[str], typer.Option("--iperf", metavar="HOST[:PORT]", help="Far end running iperf3 -s or xcheck responder (default port 5201): throughput and latency.")] = None,
+    throughput: Annotated[Optional[bool], typer.Option("--throughput/--no-throughput", help="Measure throughput to --iperf (default) or only latency.")] = None,
+    throughput_seconds: Annotated[Optional[float], typer.Option("--throughput-seconds", metavar="SECONDS", help="Length of each load stage (default 10).")] = None,
+    streams: Annotated[Optional[int], typer.Option("--streams", help="Parallel TCP streams, 1-16 (default 4).")] = None,
+    throughput_profile: Annotated[Optional[str], typer.Option("--throughput-profile", help="default, or azurect: stages of 1, 6 and 16 streams as Microsoft's AzureCT.")] = None,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="text (default), json or markdown.")] = OutputFormat.text,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write the report here (atomically) instead of standard output.")] = None,
     redact: Annotated[bool, typer.Option("--redact", help="Replace addresses, host and user names with stable pseudonyms.")] = False,
@@ -85,7 +96,9 @@ def run(
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(name)s: %(message)s")
     flags = {"--stun": stun, "--timeout": timeout, "--ruleset": ruleset, "--expect": expect,
              "--bandwidth-mbps": bandwidth_mbps, "--clients": clients, "--private-only": private_only,
-             "--vpn-device": vpn_device, "--colocation": colocation, "--nsp-wan": nsp_wan}
+             "--vpn-device": vpn_device, "--colocation": colocation, "--nsp-wan": nsp_wan, "--iperf": iperf,
+             "--throughput": throughput, "--throughput-seconds": throughput_seconds, "--streams": streams,
+             "--throughput-profile": throughput_profile}
     try:
         code = _run(config, flags, output_format, output, redact)
     except typer.Exit:
@@ -114,8 +127,8 @@ def _run(config: Path | None, flags: dict, output_format: OutputFormat, output: 
     except ConfigError as exc:
         raise _fail("bad settings:\n  " + "\n  ".join(exc.problems), EXIT_USAGE) from None
 
-    with _progress(output_format is OutputFormat.text and output is None):
-        report = asyncio.run(assess(settings))
+    with _progress(output_format is OutputFormat.text and output is None) as progress:
+        report = asyncio.run(assess(settings, progress))
     if redact:
         report = redact_report(report)
     render = RENDERERS[output_format.value]
@@ -140,15 +153,43 @@ def _run(config: Path | None, flags: dict, output_format: OutputFormat, output: 
     return EXIT_OK
 
 
+@contextlib.contextmanager
 def _progress(enabled: bool):
-    """A spinner on the terminal while checks run; nothing when piped or writing a file."""
-    import contextlib
-
+    """A live line on the terminal while checks run (a bar for long work); nothing when piped."""
     if not enabled or not sys.stderr.isatty():
-        return contextlib.nullcontext()
+        yield lambda check, fraction, text: None
+        return
     from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 
-    return Console(stderr=True).status("xcheck: measuring...", spinner="dots")
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), console=Console(stderr=True),
+                  transient=True) as bar:
+        task = bar.add_task("xcheck: measuring", total=None)
+
+        def show(check: str, fraction: float | None, text: str) -> None:
+            bar.update(task, description=f"{check}: {text}", total=1.0 if fraction is not None else None,
+                       completed=fraction or 0.0)
+
+        yield show
+
+
+@app.command()
+def responder(
+    listen: Annotated[str, typer.Option("--listen", metavar="ADDRESS", help="Address to listen on.")] = "0.0.0.0",
+    stun_port: Annotated[int, typer.Option("--stun-port", min=1, max=65535, help="UDP port for STUN round trips.")] = 3478,
+    iperf_port: Annotated[int, typer.Option("--iperf-port", min=1, max=65535, help="TCP port for the iperf3 protocol.")] = 5201,
+) -> None:
+    """Be the far end: run this on a VM in the virtual network, then `xcheck run --iperf VM`."""
+    import asyncio
+    import logging
+
+    from agent.responder import serve
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="xcheck responder: %(message)s")
+    try:
+        asyncio.run(serve(listen, stun_port, iperf_port))
+    except OSError as exc:
+        raise _fail(f"cannot listen on {listen}: {exc.strerror or exc}", EXIT_INTERNAL) from None
 
 
 def main() -> None:

@@ -13,9 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from agent.verdicts import DEFAULT_RULESET, OPTIONS, available_rulesets
-from checks.contract import Endpoint, Targets
+from checks.contract import Endpoint, Targets, ThroughputPlan
 
 STUN_PORT = 3478
+IPERF_PORT = 5201
+# Stream counts per profile: "azurect" runs the stages of Microsoft's AzureCT Get-LinkPerformance.
+THROUGHPUT_PROFILES = {"default": None, "azurect": (1, 6, 16)}
+MAX_STREAMS = 16
 # Well-known public servers, for users: tests never contact them. stunprotocol.org answers
 # with OTHER-ADDRESS (RFC 5780); the others give a second and third view of the mapping.
 DEFAULT_STUN = ("stun.stunprotocol.org:3478", "stun.l.google.com:19302", "stun.cloudflare.com:3478")
@@ -54,11 +58,20 @@ class Settings:
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     stun: tuple[Endpoint, ...] = tuple(Endpoint.parse(s, STUN_PORT) for s in DEFAULT_STUN)
     expect: tuple[str, ...] = ()
+    iperf: Endpoint | None = None
+    throughput: bool = True
+    throughput_seconds: float = 10.0
+    streams: int = 4
+    throughput_profile: str = "default"
     requirements: Requirements = field(default_factory=Requirements)
 
     @property
     def targets(self) -> Targets:
-        return Targets(stun=self.stun)
+        plan = None
+        if self.throughput:
+            plan = ThroughputPlan(seconds=self.throughput_seconds,
+                                  streams=THROUGHPUT_PROFILES[self.throughput_profile] or (self.streams,))
+        return Targets(stun=self.stun, iperf=self.iperf, throughput=plan)
 
 
 # ---- validators: each returns the value to store or raises ValueError with a message ----
@@ -74,10 +87,13 @@ def _number(minimum: float, maximum: float | None = None) -> Callable[[Any], flo
     return check
 
 
-def _positive_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"expected a whole number >= 1, got {value!r}")
-    return value
+def _whole_number(maximum: int | None = None) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (maximum and value > maximum):
+            bound = f"from 1 to {maximum}" if maximum else ">= 1"
+            raise ValueError(f"expected a whole number {bound}, got {value!r}")
+        return value
+    return check
 
 
 def _boolean(value: Any) -> bool:
@@ -111,20 +127,27 @@ def _list_of(item: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
     return check
 
 
-def stun_endpoint(value: Any) -> Endpoint:
-    if not isinstance(value, str):
-        raise ValueError(f"expected 'HOST[:PORT]', got {value!r}")
-    return Endpoint.parse(value, STUN_PORT)
+def _endpoint(default_port: int) -> Callable[[Any], Endpoint]:
+    def check(value: Any) -> Endpoint:
+        if not isinstance(value, str):
+            raise ValueError(f"expected 'HOST[:PORT]', got {value!r}")
+        return Endpoint.parse(value, default_port)
+    return check
 
 
 # The config file's fields: path -> (validator, where it goes in Settings).
 FIELDS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "ruleset": (_choice(available_rulesets), "ruleset"),
     "timeout_seconds": (_number(0, MAX_TIMEOUT_SECONDS), "timeout_seconds"),
-    "stun": (_list_of(stun_endpoint), "stun"),
+    "stun": (_list_of(_endpoint(STUN_PORT)), "stun"),
     "expect": (_list_of(_choice(OPTIONS)), "expect"),
+    "iperf": (_endpoint(IPERF_PORT), "iperf"),
+    "throughput": (_boolean, "throughput"),
+    "throughput_seconds": (_number(0, MAX_TIMEOUT_SECONDS), "throughput_seconds"),
+    "streams": (_whole_number(MAX_STREAMS), "streams"),
+    "throughput_profile": (_choice(tuple(THROUGHPUT_PROFILES)), "throughput_profile"),
     "requirements.bandwidth_mbps": (lambda v: _number(0)(v) * 1e6, "requirements.bandwidth_bits_per_second"),
-    "requirements.clients": (_positive_int, "requirements.clients"),
+    "requirements.clients": (_whole_number(), "requirements.clients"),
     "requirements.private_only": (_boolean, "requirements.private_only"),
     "requirements.vpn_device": (_boolean, "requirements.vpn_device"),
     "requirements.colocation": (_boolean, "requirements.colocation"),

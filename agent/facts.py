@@ -83,10 +83,58 @@ def nat(results: Mapping[str, CheckResult]) -> dict[str, Any]:
     }
 
 
+def _stages(results: Mapping[str, CheckResult]) -> list[dict[str, Any]]:
+    result = results.get("throughput")
+    return list(result.evidence.get("stages", [])) if result else []
+
+
+def _best(stages: list[dict[str, Any]], direction: str) -> dict[str, Any] | None:
+    complete = [s for s in stages if s["direction"] == direction and s["ok"] and s["bits_per_second"] is not None]
+    return max(complete, key=lambda s: s["bits_per_second"], default=None)
+
+
+def throughput(results: Mapping[str, CheckResult]) -> dict[str, Any]:
+    """The best complete stage per direction; a failed stage's partial figures stay in `stages` only."""
+    stages = _stages(results)
+    upload, download = _best(stages, "upload"), _best(stages, "download")
+    complete = [s for s in stages if s["ok"]]
+    return {
+        "upload_bits_per_second": upload["bits_per_second"] if upload else None,
+        "download_bits_per_second": download["bits_per_second"] if download else None,
+        # A link is as fast as its slower direction.
+        "path_bits_per_second": min(upload["bits_per_second"], download["bits_per_second"]) if upload and download else None,
+        "streams": upload["streams"] if upload else None,
+        "duration_seconds": upload["duration_seconds"] if upload else None,
+        "retransmits": upload["retransmits"] if upload else None,
+        "cpu_limited": any(bool(s["cpu_limited"]) for s in complete) if complete else None,
+        "stages": [{key: s[key] for key in ("direction", "streams", "ok", "partial", "failure", "bits_per_second",
+                                            "duration_seconds", "retransmits", "cpu_limited")} for s in stages],
+    }
+
+
+_RTT_KEYS = ("rtt_p50_seconds", "rtt_p90_seconds", "rtt_p99_seconds", "jitter_seconds", "loss_ratio")
+
+
+def latency(results: Mapping[str, CheckResult]) -> dict[str, Any]:
+    """TCP connect round trips (AzureCT's measure) idle and under the heaviest upload; UDP beside them."""
+    result = results.get("latency")
+    idle = result.evidence if result and result.succeeded else {}
+    uploads = [s for s in _stages(results) if s["direction"] == "upload"]
+    loaded = max(uploads, key=lambda s: s["streams"])["latency_under_load"] if uploads else {}
+
+    def figures(measured: Mapping[str, Any]) -> dict[str, Any]:
+        tcp = measured.get("tcp", {})
+        return {key: tcp.get(key) for key in _RTT_KEYS} | {"udp": {key: measured.get("udp", {}).get(key) for key in _RTT_KEYS}}
+
+    return figures(idle) | {"under_load": figures(loaded)}
+
+
 def derive_facts(results: Sequence[CheckResult]) -> dict[str, Any]:
     by_name = {result.name: result for result in results}
     return {
         "interfaces": _interfaces(by_name),
         "public_ipv4": public_ipv4(by_name),
         "nat": nat(by_name),
+        "throughput": throughput(by_name),
+        "latency": latency(by_name),
     }

@@ -10,6 +10,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from agent.verdicts import format_rate
+
 _VERDICT_STYLES = {"feasible": "green", "conditional": "yellow", "unknown": "bright_black", "infeasible": "red"}
 _STATUS_STYLES = {"ok": "green", "fail": "red", "error": "magenta", "skipped": "bright_black"}
 
@@ -19,7 +21,8 @@ def _yes_no(value: bool | None, yes: str = "yes", no: str = "no") -> str:
 
 
 def _fact_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
-    public, nat = report["facts"]["public_ipv4"], report["facts"]["nat"]
+    facts = report["facts"]
+    public, nat = facts["public_ipv4"], facts["nat"]
     if nat["detected"]:
         nat_text = (f"yes: {nat['local_address']}:{nat['local_port']} is seen as "
                     f"{nat['reflexive_address']}:{nat['reflexive_port']}")
@@ -38,7 +41,29 @@ def _fact_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         ("NAT filtering", nat["filtering"] or "not measured"),
         ("CGNAT", _yes_no(nat["cgnat"])),
         ("Outbound UDP", _yes_no(nat["udp_blocked"], "blocked (every STUN server silent)", "open")),
+        ("Throughput", _throughput_text(facts["throughput"])),
+        ("Latency (TCP connect)", _latency_text(facts["latency"])),
     ]
+
+
+def _throughput_text(throughput: dict[str, Any]) -> str:
+    up, down = throughput["upload_bits_per_second"], throughput["download_bits_per_second"]
+    if up is None and down is None:
+        return "not measured"
+    text = " ".join(f"{label} {'-' if rate is None else format_rate(rate)}," for label, rate in (("upload", up), ("download", down)))
+    return text.rstrip(",") + f" ({throughput['streams']} streams)" + (
+        ", limited by this host's CPU" if throughput["cpu_limited"] else "")
+
+
+def _latency_text(latency: dict[str, Any]) -> str:
+    def figures(measured: dict[str, Any]) -> str:
+        if measured["rtt_p50_seconds"] is None:
+            return "not measured"
+        jitter = measured["jitter_seconds"] or 0.0
+        return (f"p50 {measured['rtt_p50_seconds'] * 1e3:.1f} ms, p99 {measured['rtt_p99_seconds'] * 1e3:.1f} ms, "
+                f"jitter {jitter * 1e3:.1f} ms, loss {measured['loss_ratio']:.0%}")
+
+    return f"{figures(latency)}; under load: {figures(latency['under_load'])}"
 
 
 def _interface_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:

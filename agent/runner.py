@@ -20,6 +20,9 @@ GRACE_SECONDS = 0.25
 
 _log = logging.getLogger("xcheck.runner")
 
+# progress(check name, fraction done or None, one line of text): live news for a terminal.
+Progress = Callable[[str, float | None, str], None]
+
 
 def order_checks(checks: Iterable[Check]) -> list[Check]:
     """Checks in registry order, each after its dependencies; ValueError on a missing one or a cycle."""
@@ -52,9 +55,11 @@ async def _run_one(
     resolver: Resolver,
     dependencies: dict[str, asyncio.Task[CheckResult]],
     clock: Callable[[], float],
+    progress: Progress,
 ) -> CheckResult:
     finished = {name: await dependencies[name] for name in check.depends_on}
     started = clock()
+    timeout += check.budget_seconds(targets)
     ctx = CheckContext(
         targets=targets,
         deadline=started + timeout,
@@ -62,6 +67,7 @@ async def _run_one(
         resolver=resolver,
         logger=_log.getChild(check.name),
         clock=clock,
+        progress=lambda fraction, text: progress(check.name, fraction, text),
     )
     try:
         async with asyncio.timeout(timeout + GRACE_SECONDS):
@@ -81,10 +87,12 @@ async def run_checks(
     targets: Targets,
     timeout: float,
     clock: Callable[[], float] = time.monotonic,
+    progress: Progress = lambda check, fraction, text: None,
 ) -> list[CheckResult]:
-    """Results in dependency order. Each check gets `timeout` seconds from its own start."""
+    """Results in dependency order. Each check gets `timeout` seconds (plus its planned
+    work, `Check.budget_seconds`) from its own start."""
     resolver = Resolver()
     tasks: dict[str, asyncio.Task[CheckResult]] = {}
     for check in order_checks(checks):
-        tasks[check.name] = asyncio.create_task(_run_one(check, targets, timeout, resolver, tasks, clock))
+        tasks[check.name] = asyncio.create_task(_run_one(check, targets, timeout, resolver, tasks, clock, progress))
     return [await task for task in tasks.values()]

@@ -143,10 +143,11 @@ def _holds(context: Mapping[str, Any], path: str, condition: Any) -> bool:
 
 
 def format_rate(bits_per_second: float) -> str:
+    # Four significant digits: a measured 47.79 Mbit/s, not 47.794312; a declared 80 Mbit/s as is.
     for unit, scale in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
         if bits_per_second >= scale:
-            return f"{bits_per_second / scale:g} {unit}"
-    return f"{bits_per_second:g} bit/s"
+            return f"{bits_per_second / scale:.4g} {unit}"
+    return f"{bits_per_second:.4g} bit/s"
 
 
 def _render(text: str, context: Mapping[str, Any]) -> str:

@@ -32,12 +32,17 @@ class Reason(enum.StrEnum):
 
     SUCCESS = "success"
     NO_TARGET = "no_target"  # the check needs a target that was not given
+    DISABLED = "disabled"  # the user turned the check off (e.g. --no-throughput)
     DEPENDENCY_UNAVAILABLE = "dependency_unavailable"  # a check it builds on did not succeed
     NOT_SUPPORTED = "not_supported"  # the peer lacks what the check needs (e.g. RFC 5780)
     NO_RESPONSE = "no_response"  # silence until the deadline: proves nothing is listening or allowed
     INVALID_RESPONSE = "invalid_response"  # an answer came, but it breaks the protocol
     RESOLVE_FAILED = "resolve_failed"
     NETWORK_ERROR = "network_error"  # the local stack refused (no route, unreachable network)
+    CONNECTION_FAILED = "connection_failed"  # a TCP connection was refused or never set up
+    CONNECTION_LOST = "connection_lost"  # the peer went away mid-exchange
+    PEER_BUSY = "peer_busy"  # the peer serves someone else (iperf3's ACCESS_DENIED)
+    PEER_ERROR = "peer_error"  # the peer reported an error of its own
     NO_INTERFACES = "no_interfaces"
     TIMEOUT = "timeout"  # the runner cut the check off at its deadline
     EXCEPTION = "exception"  # the check crashed: a bug, reported rather than raised
@@ -125,13 +130,28 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class ThroughputPlan:
+    """How to load the far end: one stage per entry of `streams`, each upload then download."""
+
+    seconds: float = 10.0
+    omit_seconds: float = 1.0  # TCP's slow start is not the path's rate
+    streams: tuple[int, ...] = (4,)
+    window_bytes: int | None = None
+
+    def load_seconds(self) -> float:
+        return len(self.streams) * 2 * (self.seconds + self.omit_seconds)
+
+
+@dataclass(frozen=True)
 class Targets:
     """Everything the user asked xcheck to probe. Later probes add their own fields."""
 
     stun: tuple[Endpoint, ...] = ()
+    iperf: Endpoint | None = None  # an iperf3 server (or `xcheck responder`) at the far end
+    throughput: ThroughputPlan | None = ThroughputPlan()  # None: --no-throughput
 
     def all(self) -> tuple[Endpoint, ...]:
-        return self.stun
+        return self.stun + ((self.iperf,) if self.iperf else ())
 
 
 class Resolver:
@@ -196,6 +216,8 @@ class CheckContext:
     resolver: Resolver
     logger: logging.Logger
     clock: Callable[[], float] = time.monotonic
+    # Live news of long work for a terminal (fraction done or None, one line); never for reports.
+    progress: Callable[[float | None, str], None] = lambda fraction, text: None
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - self.clock())
@@ -210,3 +232,5 @@ class Check:
     summary: str  # one line, shown in help and docs
     probe: Probe
     depends_on: tuple[str, ...] = ()
+    # Seconds of planned work beyond the run's timeout (a throughput test's duration).
+    budget_seconds: Callable[[Targets], float] = lambda targets: 0.0

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from checks import interfaces, nat_behavior, stun_binding
+from checks import interfaces, latency, nat_behavior, stun_binding, throughput
 from checks.contract import Check
 
-CHECKS: dict[str, Check] = {check.name: check for check in (interfaces.CHECK, stun_binding.CHECK, nat_behavior.CHECK)}
+CHECKS: dict[str, Check] = {
+    check.name: check
+    for check in (interfaces.CHECK, stun_binding.CHECK, nat_behavior.CHECK, latency.CHECK, throughput.CHECK)
+}

@@ -187,12 +187,16 @@ def encode_message(method: int, message_class: MessageClass, transaction_id: byt
 
 
 def encode_binding_request(transaction_id: bytes, *, change_ip: bool = False, change_port: bool = False,
-                           fingerprint: bool = True) -> bytes:
-    """Binding request; CHANGE-REQUEST (RFC 5780 §7.2) only when a flag is set."""
+                           fingerprint: bool = True, padding_bytes: int = 0) -> bytes:
+    """Binding request; CHANGE-REQUEST (RFC 5780 §7.2) only when a flag is set, PADDING
+    (RFC 5780 §7.6) when asked, so that a server that never answers with more bytes than it
+    received can answer."""
     attributes: list[tuple[int, bytes]] = []
     if change_ip or change_port:
         flags = (CHANGE_IP if change_ip else 0) | (CHANGE_PORT if change_port else 0)
         attributes.append((Attribute.CHANGE_REQUEST, flags.to_bytes(4, "big")))
+    if padding_bytes:
+        attributes.append((Attribute.PADDING, bytes(padding_bytes)))
     return encode_message(BINDING, MessageClass.REQUEST, transaction_id, attributes,
                           fingerprint=fingerprint)
 

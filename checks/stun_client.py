@@ -143,6 +143,7 @@ class StunClient:
         change_ip: bool = False,
         change_port: bool = False,
         expect_from: Address | None = None,
+        padding_bytes: int = 0,
     ) -> BindingAnswer:
         """One Binding transaction, retransmitted until a valid answer or the deadline.
 
@@ -152,7 +153,8 @@ class StunClient:
         is seen at the next wake-up.
         """
         transaction_id = stun.new_transaction_id()
-        request = stun.encode_binding_request(transaction_id, change_ip=change_ip, change_port=change_port)
+        request = stun.encode_binding_request(transaction_id, change_ip=change_ip, change_port=change_port,
+                                              padding_bytes=padding_bytes)
         expected_source = expect_from or server
         answers: asyncio.Queue[tuple[bytes, Address]] = asyncio.Queue()
         self._pending[transaction_id] = answers

@@ -37,6 +37,9 @@ def validate_report(report: dict) -> dict:
 
 def run_xcheck(*args: str, lab=None, timeout: float = 60) -> tuple[subprocess.CompletedProcess, dict | None]:
     """Run `xcheck ARGS` (in the lab's onprem namespace when given); parse and validate JSON output."""
+    # The built-in STUN servers are public: a test must always name its own.
+    if args[:1] == ("run",) and "--help" not in args:
+        assert "--stun" in args, "a test must not let xcheck contact the default public STUN servers"
     argv = [XCHECK, *args]
     if lab is not None:
         completed = lab.run(lab.onprem, argv, timeout=timeout)

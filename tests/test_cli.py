@@ -44,7 +44,7 @@ def test_help_and_version_do_not_import_heavy_modules(argv):
 def test_config_errors_exit_2_with_field_paths(tmp_path):
     config = tmp_path / "site.toml"
     config.write_text('timeout_seconds = "soon"\n[requirements]\nclients = -3\nbogus = 1\n')
-    completed, _ = run_xcheck("run", "--config", str(config))
+    completed, _ = run_xcheck("run", "--stun", SILENT_STUN, "--config", str(config))
     assert completed.returncode == 2
     for expected in ("timeout_seconds: expected a number", "requirements.clients: expected a whole number",
                      "requirements.bogus: unknown key"):
@@ -57,14 +57,14 @@ def test_config_errors_exit_2_with_field_paths(tmp_path):
     [
         (["--timeout", "0"], "--timeout: must be greater than 0"),
         (["--expect", "carrier-pigeon"], "--expect: [0] expected one of p2s"),
-        (["--stun", "host:70000"], "--stun: [0] 'host:70000': port must be"),
+        (["--stun", "host:70000"], "--stun: [1] 'host:70000': port must be"),
         (["--ruleset", "azure-1999"], "--ruleset: expected one of azure-2015, azure-current"),
         (["--format", "yaml"], "Invalid value for '--format'"),
         (["--clients", "many"], "Invalid value for '--clients'"),
     ],
 )
 def test_bad_flags_exit_2(args, message):
-    completed, _ = run_xcheck("run", *args)
+    completed, _ = run_xcheck("run", "--stun", SILENT_STUN, *args)
     assert completed.returncode == 2
     assert message in completed.stderr
 
@@ -84,7 +84,7 @@ def test_report_to_a_file(tmp_path):
 def test_an_internal_error_exits_3_with_a_hint(monkeypatch):
     import agent.assessment
 
-    async def broken(settings):
+    async def broken(settings, progress):
         raise RuntimeError("the rule engine fell over")
 
     monkeypatch.setattr(agent.assessment, "assess", broken)

@@ -83,3 +83,32 @@ def test_nothing_measured_is_none_everywhere():
     facts = derive_facts([])
     assert facts["public_ipv4"]["present"] is None
     assert all(value is None for key, value in facts["nat"].items())
+
+
+def stage(direction, streams, bps, ok=True, partial=False, cpu_limited=False, p50=0.01):
+    summary = {"rtt_p50_seconds": p50, "rtt_p90_seconds": p50, "rtt_p99_seconds": p50, "jitter_seconds": 0.0, "loss_ratio": 0.0}
+    return {"direction": direction, "streams": streams, "ok": ok, "partial": partial, "failure": None if ok else "server_gone",
+            "bits_per_second": bps, "duration_seconds": 10.0, "retransmits": 3, "cpu_limited": cpu_limited,
+            "latency_under_load": {"tcp": summary, "udp": summary}}
+
+
+def test_throughput_takes_the_best_complete_stage_per_direction():
+    stages = [stage("upload", 1, 40e6), stage("download", 1, 90e6), stage("upload", 6, 48e6, p50=0.05),
+              stage("download", 6, 95e6), stage("upload", 16, 60e6, ok=False, partial=True)]
+    result = CheckResult("throughput", Status.FAIL, Reason.CONNECTION_LOST, "", 1.0, {"stages": stages})
+    idle = {"tcp": {"rtt_p50_seconds": 0.002, "loss_ratio": 0.0}, "udp": {}}
+    facts = derive_facts([result, CheckResult("latency", Status.OK, Reason.SUCCESS, "", 1.0, idle)])
+    throughput = facts["throughput"]
+    assert (throughput["upload_bits_per_second"], throughput["download_bits_per_second"]) == (48e6, 95e6)
+    assert throughput["path_bits_per_second"] == 48e6 and throughput["streams"] == 6
+    assert throughput["cpu_limited"] is False
+    assert [s["partial"] for s in throughput["stages"]] == [False, False, False, False, True]
+    latency = facts["latency"]
+    assert latency["rtt_p50_seconds"] == 0.002 and latency["udp"]["rtt_p50_seconds"] is None
+    assert latency["under_load"]["rtt_p50_seconds"] == 0.01  # the heaviest upload stage (16 streams)
+
+
+def test_throughput_not_measured_is_none():
+    facts = derive_facts([])
+    assert all(v is None for k, v in facts["throughput"].items() if k != "stages")
+    assert facts["latency"]["rtt_p50_seconds"] is None and facts["latency"]["under_load"]["rtt_p50_seconds"] is None

@@ -27,6 +27,12 @@ UDP_BLOCKED = {
     "nat": {"detected": None, "reflexive_address": None, "reflexive_port": None, "local_address": None,
             "local_port": None, "mapping": None, "filtering": None, "cgnat": None, "udp_blocked": True},
 }
+def with_path(facts, bits_per_second, cpu_limited=False):
+    throughput = {"upload_bits_per_second": bits_per_second * 1.5, "download_bits_per_second": bits_per_second,
+                  "path_bits_per_second": bits_per_second, "cpu_limited": cpu_limited}
+    return facts | {"throughput": throughput}
+
+
 NOTHING_MEASURED = {"public_ipv4": {"present": None, "addresses": []}, "nat": {k: None for k in UDP_BLOCKED["nat"]}}
 
 NO_DECLARATION = {"bandwidth_bits_per_second": None, "clients": None, "private_only": False,
@@ -106,6 +112,34 @@ TABLE = [
      {"current.p2s.bandwidth-above", "current.s2s.bandwidth-above", "current.er-nsp.bandwidth-above",
       "current.er-exp.bandwidth-above", "current.s2s.expressroute-coexist-colocation",
       "current.s2s.expressroute-coexist-nsp"}),
+    # A measured Internet path: below the need rules the VPN out (unless the CPU limited the
+    # measurement), at or above it supports the VPN; ExpressRoute does not ride it.
+    ("azure-2015", with_path(MEASURED_PUBLIC, 40e6), req(bandwidth_bits_per_second=50e6, vpn_device=True, colocation=True, nsp_wan=True),
+     ("infeasible", "infeasible", "feasible", "feasible"),
+     {"2015.p2s.path-below-need", "2015.s2s.path-below-need", "2015.er-exp.internet-path-below-need",
+      "2015.er-nsp.internet-path-below-need"}),
+    ("azure-current", with_path(MEASURED_PUBLIC, 40e6), req(bandwidth_bits_per_second=50e6, vpn_device=True, colocation=True, nsp_wan=True),
+     ("infeasible", "infeasible", "feasible", "feasible"),
+     {"current.p2s.path-below-need", "current.s2s.path-below-need", "current.er-exp.internet-path-below-need",
+      "current.er-nsp.internet-path-below-need"}),
+    ("azure-2015", with_path(MEASURED_PUBLIC, 40e6, cpu_limited=True), req(bandwidth_bits_per_second=50e6, vpn_device=True),
+     ("conditional", "conditional", "unknown", "unknown"),
+     {"2015.p2s.path-below-need-cpu-limited", "2015.s2s.path-below-need-cpu-limited"}),
+    ("azure-current", with_path(MEASURED_PUBLIC, 40e6, cpu_limited=True), req(bandwidth_bits_per_second=50e6, vpn_device=True),
+     ("conditional", "conditional", "unknown", "unknown"),
+     {"current.p2s.path-below-need-cpu-limited", "current.s2s.path-below-need-cpu-limited"}),
+    ("azure-2015", with_path(MEASURED_PUBLIC, 90e6), req(bandwidth_bits_per_second=50e6),
+     ("conditional", "conditional", "unknown", "unknown"),
+     {"2015.p2s.path-carries-need", "2015.s2s.path-carries-need"}),
+    ("azure-current", with_path(MEASURED_PUBLIC, 90e6), req(bandwidth_bits_per_second=50e6),
+     ("conditional", "conditional", "unknown", "unknown"),
+     {"current.p2s.path-carries-need", "current.s2s.path-carries-need"}),
+    ("azure-2015", MEASURED_PUBLIC, req(bandwidth_bits_per_second=50e6),
+     ("conditional", "conditional", "unknown", "unknown"),
+     {"2015.p2s.path-not-measured", "2015.s2s.path-not-measured"}),
+    ("azure-current", MEASURED_PUBLIC, req(bandwidth_bits_per_second=50e6),
+     ("conditional", "conditional", "unknown", "unknown"),
+     {"current.p2s.path-not-measured", "current.s2s.path-not-measured"}),
     # Clients: the seed's "a few", today's SSTP limit of 128 and the largest gateway's 10,000.
     ("azure-2015", MEASURED_PUBLIC, req(clients=50),
      ("conditional", "conditional", "unknown", "unknown"), {"2015.p2s.many-clients"}),

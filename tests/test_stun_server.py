@@ -1,0 +1,82 @@
+"""The responder's STUN answerer: never an amplifier, rate-limited per source, silent to junk."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.stun_server import BURST, StunServer, serve_stun
+from checks import stun
+from checks.stun_client import AnswerKind, Deadline, StunClient
+
+SOURCE = ("198.51.100.7", 40000)
+
+
+def request(**kwargs) -> bytes:
+    return stun.encode_binding_request(stun.new_transaction_id(), **kwargs)
+
+
+def test_a_padded_request_gets_a_valid_answer_no_larger_than_itself():
+    server = StunServer()
+    data = request(padding_bytes=16)
+    answer = server.answer(data, SOURCE)
+    assert answer is not None and len(answer) <= len(data)
+    message = stun.parse_message(answer)
+    assert message.message_class is stun.MessageClass.SUCCESS_RESPONSE
+    assert message.transaction_id == data[8:20]
+    assert str(message.xor_mapped_address) == "198.51.100.7:40000"
+
+
+def test_an_unpadded_request_would_be_amplified_so_it_is_dropped():
+    server = StunServer()
+    assert server.answer(request(), SOURCE) is None
+    assert server.answer(request(fingerprint=False), SOURCE) is None
+    assert server.counts["too_large"] == 2
+
+
+def test_junk_responses_indications_and_change_requests_get_nothing():
+    server = StunServer()
+    tid = stun.new_transaction_id()
+    for data in (b"", b"\x00" * 19, b"GET / HTTP/1.1\r\n\r\n" + b"x" * 40,
+                 stun.encode_message(stun.BINDING, stun.MessageClass.SUCCESS_RESPONSE, tid, [(stun.Attribute.PADDING, bytes(32))]),
+                 stun.encode_message(stun.BINDING, stun.MessageClass.INDICATION, tid, [(stun.Attribute.PADDING, bytes(32))]),
+                 stun.encode_message(stun.BINDING, stun.MessageClass.REQUEST, tid, [(0x0777, bytes(32))]),
+                 request(change_ip=True, change_port=True, padding_bytes=64)):
+        assert server.answer(data, SOURCE) is None
+    assert server.counts["answered"] == 0
+
+
+def test_rate_limit_per_source():
+    now = [0.0]
+    server = StunServer(clock=lambda: now[0])
+    padded = request(padding_bytes=16)
+    answered = sum(server.answer(padded, SOURCE) is not None for _ in range(200))
+    assert answered == BURST
+    assert server.answer(padded, ("203.0.113.99", 1)) is not None  # another source is not starved
+    now[0] += 1.0
+    assert sum(server.answer(padded, SOURCE) is not None for _ in range(200)) == 50  # refilled at the rate
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=600))
+def test_never_more_bytes_out_than_in(data):
+    answer = StunServer().answer(data, SOURCE)
+    assert answer is None or len(answer) <= len(data)
+
+
+def test_our_client_measures_round_trips_against_it_on_loopback():
+    async def main():
+        transport, server = await serve_stun("127.0.0.1", 0)
+        port = transport.get_extra_info("sockname")[1]
+        try:
+            with StunClient.open() as client:
+                return await client.binding(("127.0.0.1", port), deadline=Deadline(time.monotonic() + 1), rto=0.1,
+                                            padding_bytes=16)
+        finally:
+            transport.close()
+
+    answer = asyncio.run(main())
+    assert answer.kind is AnswerKind.ANSWERED and answer.rtt_seconds is not None

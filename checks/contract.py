@@ -43,6 +43,9 @@ class Reason(enum.StrEnum):
     CONNECTION_LOST = "connection_lost"  # the peer went away mid-exchange
     PEER_BUSY = "peer_busy"  # the peer serves someone else (iperf3's ACCESS_DENIED)
     PEER_ERROR = "peer_error"  # the peer reported an error of its own
+    PORT_UNREACHABLE = "port_unreachable"  # ICMP port unreachable: the host is there, nothing listens
+    PROHIBITED = "prohibited"  # ICMP administratively prohibited (or another unreachable): a filter said no
+    NOT_PERMITTED = "not_permitted"  # this host lacks a privilege the check needs (e.g. CAP_NET_RAW)
     NO_INTERFACES = "no_interfaces"
     TIMEOUT = "timeout"  # the runner cut the check off at its deadline
     EXCEPTION = "exception"  # the check crashed: a bug, reported rather than raised
@@ -149,6 +152,10 @@ class Targets:
     stun: tuple[Endpoint, ...] = ()
     iperf: Endpoint | None = None  # an iperf3 server (or `xcheck responder`) at the far end
     throughput: ThroughputPlan | None = ThroughputPlan()  # None: --no-throughput
+    # VPN gateways (an IP or a name each) or `xcheck responder`: IKE, NAT-T, ESP, TLS/SSTP, health probe, MTU.
+    gateways: tuple[str, ...] = ()
+    gateway_fingerprint: str | None = None  # SHA-256 of the gateway's certificate, hex, if the user knows it
+    proxy: str | None = None  # http://HOST:PORT for CONNECT to port 443 (from --proxy or HTTPS_PROXY)
 
     def all(self) -> tuple[Endpoint, ...]:
         return self.stun + ((self.iperf,) if self.iperf else ())

@@ -47,6 +47,9 @@ _FLAG_FIELDS = {
     "--colocation": "requirements.colocation",
     "--nsp-wan": "requirements.nsp_wan",
     "--iperf": "iperf",
+    "--gateway": "gateway",
+    "--gateway-fingerprint": "gateway_fingerprint",
+    "--proxy": "proxy",
     "--throughput": "throughput",
     "--throughput-seconds": "throughput_seconds",
     "--streams": "streams",
@@ -78,6 +81,9 @@ def run(
     vpn_device: Annotated[Optional[bool], typer.Option("--vpn-device/--no-vpn-device", help="A VPN device is (or is not) available at the site.")] = None,
     colocation: Annotated[Optional[bool], typer.Option("--colocation/--no-colocation", help="Present (or not) at an exchange provider's facility.")] = None,
     nsp_wan: Annotated[Optional[bool], typer.Option("--nsp-wan/--no-nsp-wan", help="Has (or has not) an MPLS/VPLS WAN from a provider.")] = None,
+    gateway: Annotated[Optional[list[str]], typer.Option("--gateway", metavar="HOST", help="VPN gateway (or xcheck responder) to probe: IKE, NAT-T, ESP, TLS/SSTP, health probe, path MTU. Repeatable.")] = None,
+    gateway_fingerprint: Annotated[Optional[str], typer.Option("--gateway-fingerprint", metavar="SHA256", help="Expected SHA-256 fingerprint of the gateway's TLS certificate.")] = None,
+    proxy: Annotated[Optional[str], typer.Option("--proxy", metavar="http://HOST:PORT", help="CONNECT proxy for TLS probes (default: HTTPS_PROXY).")] = None,
     iperf: Annotated[Optional[str], typer.Option("--iperf", metavar="HOST[:PORT]", help="Far end running iperf3 -s or xcheck responder (default port 5201): throughput and latency.")] = None,
     throughput: Annotated[Optional[bool], typer.Option("--throughput/--no-throughput", help="Measure throughput to --iperf (default) or only latency.")] = None,
     throughput_seconds: Annotated[Optional[float], typer.Option("--throughput-seconds", metavar="SECONDS", help="Length of each load stage (default 10).")] = None,
@@ -97,6 +103,7 @@ def run(
     flags = {"--stun": stun, "--timeout": timeout, "--ruleset": ruleset, "--expect": expect,
              "--bandwidth-mbps": bandwidth_mbps, "--clients": clients, "--private-only": private_only,
              "--vpn-device": vpn_device, "--colocation": colocation, "--nsp-wan": nsp_wan, "--iperf": iperf,
+             "--gateway": gateway, "--gateway-fingerprint": gateway_fingerprint, "--proxy": proxy,
              "--throughput": throughput, "--throughput-seconds": throughput_seconds, "--streams": streams,
              "--throughput-profile": throughput_profile}
     try:

@@ -6,6 +6,8 @@ unknown keys are rejected, and all errors are reported together.
 
 from __future__ import annotations
 
+import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -59,6 +61,10 @@ class Settings:
     stun: tuple[Endpoint, ...] = tuple(Endpoint.parse(s, STUN_PORT) for s in DEFAULT_STUN)
     expect: tuple[str, ...] = ()
     iperf: Endpoint | None = None
+    gateway: tuple[str, ...] = ()
+    gateway_fingerprint: str | None = None
+    # CONNECT proxy for TLS probes; like curl and pip, HTTPS_PROXY is the default.
+    proxy: str | None = field(default_factory=lambda: os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"))
     throughput: bool = True
     throughput_seconds: float = 10.0
     streams: int = 4
@@ -71,7 +77,8 @@ class Settings:
         if self.throughput:
             plan = ThroughputPlan(seconds=self.throughput_seconds,
                                   streams=THROUGHPUT_PROFILES[self.throughput_profile] or (self.streams,))
-        return Targets(stun=self.stun, iperf=self.iperf, throughput=plan)
+        return Targets(stun=self.stun, iperf=self.iperf, throughput=plan, gateways=self.gateway,
+                       gateway_fingerprint=self.gateway_fingerprint, proxy=self.proxy)
 
 
 # ---- validators: each returns the value to store or raises ValueError with a message ----
@@ -111,6 +118,25 @@ def _choice(choices: Callable[[], list[str]] | tuple[str, ...]) -> Callable[[Any
     return check
 
 
+def _host(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9.:-]{1,253}", value):
+        raise ValueError(f"expected an IP address or a host name, got {value!r}")
+    return value
+
+
+def _fingerprint(value: Any) -> str:
+    text = value.replace(":", "").lower() if isinstance(value, str) else ""
+    if not re.fullmatch(r"[0-9a-f]{64}", text):
+        raise ValueError(f"expected a SHA-256 fingerprint (64 hex digits, colons allowed), got {value!r}")
+    return text
+
+
+def _proxy(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"http://[^/\s]+:\d{1,5}/?", value):
+        raise ValueError(f"expected http://HOST:PORT, got {value!r}")
+    return value
+
+
 def _list_of(item: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
     def check(value: Any) -> tuple[Any, ...]:
         if not isinstance(value, list):
@@ -142,6 +168,9 @@ FIELDS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "stun": (_list_of(_endpoint(STUN_PORT)), "stun"),
     "expect": (_list_of(_choice(OPTIONS)), "expect"),
     "iperf": (_endpoint(IPERF_PORT), "iperf"),
+    "gateway": (_list_of(_host), "gateway"),
+    "gateway_fingerprint": (_fingerprint, "gateway_fingerprint"),
+    "proxy": (_proxy, "proxy"),
     "throughput": (_boolean, "throughput"),
     "throughput_seconds": (_number(0, MAX_TIMEOUT_SECONDS), "throughput_seconds"),
     "streams": (_whole_number(MAX_STREAMS), "streams"),

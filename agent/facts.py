@@ -129,6 +129,49 @@ def latency(results: Mapping[str, CheckResult]) -> dict[str, Any]:
     return figures(idle) | {"under_load": figures(loaded)}
 
 
+# Checks that probe the gateways, each reduced to {reachable, reason, evidence} in facts.reachability.
+REACHABILITY_CHECKS = ("ike_udp500", "ike_natt_udp4500", "ikev1_udp500", "esp", "tls_tcp443", "sstp", "gateway_health")
+
+
+def _reachable(gateways: list[dict[str, Any]]) -> bool | None:
+    """Over every gateway: False if one is unreachable, True if all are, else not known."""
+    states = [g.get("reachable") for g in gateways]
+    if False in states:
+        return False
+    if states and all(state is True for state in states):
+        return True
+    return None
+
+
+def reachability(results: Mapping[str, CheckResult]) -> dict[str, Any]:
+    facts: dict[str, Any] = {}
+    for name in REACHABILITY_CHECKS:
+        result = results.get(name)
+        gateways = list(result.evidence.get("gateways", [])) if result else []
+        facts[name] = {
+            "reachable": _reachable(gateways),
+            "reason": f"{result.reason}: {result.detail}" if result else "not run",
+            "evidence": {"gateways": gateways},
+        }
+    return facts
+
+
+def tls_interception(results: Mapping[str, CheckResult]) -> bool | None:
+    """A middlebox re-signing TLS toward any gateway (it breaks SSTP); None when not measured."""
+    result = results.get("tls_tcp443")
+    seen = [g.get("interception_suspected") for g in (result.evidence.get("gateways", []) if result else [])]
+    if True in seen:
+        return True
+    return False if False in seen else None
+
+
+def path_mtu(results: Mapping[str, CheckResult]) -> dict[str, Any]:
+    result = results.get("path_mtu")
+    sizes = [g["path_mtu_bytes"] for g in (result.evidence.get("gateways", []) if result else [])
+             if g.get("path_mtu_bytes") is not None]
+    return {"bytes": min(sizes) if sizes else None}
+
+
 def derive_facts(results: Sequence[CheckResult]) -> dict[str, Any]:
     by_name = {result.name: result for result in results}
     return {
@@ -137,4 +180,7 @@ def derive_facts(results: Sequence[CheckResult]) -> dict[str, Any]:
         "nat": nat(by_name),
         "throughput": throughput(by_name),
         "latency": latency(by_name),
+        "reachability": reachability(by_name),
+        "tls_interception": tls_interception(by_name),
+        "path_mtu": path_mtu(by_name),
     }

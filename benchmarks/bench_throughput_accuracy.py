@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ def main() -> None:
         with Lab(nat="masquerade") as lab:
             lab.run(lab.router, ["tc", "qdisc", "add", "dev", lab.router_wan_if, "root", "tbf", "rate", f"{rate}mbit",
                                  "burst", "64kb", "latency", "50ms"], check=True)
-            lab.spawn(lab.cloud, ["iperf3", "-s", "-B", FAR_END])
+            lab.spawn(lab.cloud, ["iperf3", "-s", "-B", FAR_END], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)
             ours, theirs = [], []
             for _ in range(args.rounds):

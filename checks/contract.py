@@ -158,7 +158,8 @@ class Targets:
     proxy: str | None = None  # http://HOST:PORT for CONNECT to port 443 (from --proxy or HTTPS_PROXY)
 
     def all(self) -> tuple[Endpoint, ...]:
-        return self.stun + ((self.iperf,) if self.iperf else ())
+        gateways = tuple(Endpoint(host, 500) for host in self.gateways)
+        return self.stun + ((self.iperf,) if self.iperf else ()) + gateways
 
 
 class Resolver:

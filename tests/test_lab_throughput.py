@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import subprocess
 import time
 
 import pytest
@@ -29,7 +30,8 @@ def wait_listening(lab: Lab, port: int, timeout: float = 10.0) -> None:
 
 
 def iperf3_server(lab: Lab, port: int = 5201):
-    process = lab.spawn(lab.cloud, ["iperf3", "-s", "-B", FAR_END, "-p", str(port)])
+    process = lab.spawn(lab.cloud, ["iperf3", "-s", "-B", FAR_END, "-p", str(port)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_listening(lab, port)
     return process
 

@@ -33,6 +33,11 @@ def with_path(facts, bits_per_second, cpu_limited=False):
     return facts | {"throughput": throughput}
 
 
+def with_reach(facts, mtu=None, interception=None, **states):
+    reachability = {name: {"reachable": state, "reason": f"{name} said so", "evidence": {}} for name, state in states.items()}
+    return facts | {"reachability": reachability, "path_mtu": {"bytes": mtu}, "tls_interception": interception}
+
+
 NOTHING_MEASURED = {"public_ipv4": {"present": None, "addresses": []}, "nat": {k: None for k in UDP_BLOCKED["nat"]}}
 
 NO_DECLARATION = {"bandwidth_bits_per_second": None, "clients": None, "private_only": False,
@@ -140,6 +145,40 @@ TABLE = [
     ("azure-current", MEASURED_PUBLIC, req(bandwidth_bits_per_second=50e6),
      ("conditional", "conditional", "unknown", "unknown"),
      {"current.p2s.path-not-measured", "current.s2s.path-not-measured"}),
+    # Measured against a gateway (--gateway): IKE, NAT-T, ESP, TLS, SSTP, health probe, path MTU.
+    ("azure-2015", with_reach(MEASURED_PUBLIC, ike_udp500=True, ikev1_udp500=False, esp=None, sstp=True),
+     req(vpn_device=True),
+     ("feasible", "conditional", "unknown", "unknown"),
+     {"2015.p2s.sstp-reachable", "2015.s2s.ike-reachable", "2015.s2s.ikev1-unreachable", "2015.s2s.esp-not-measurable"}),
+    ("azure-current", with_reach(MEASURED_PUBLIC, mtu=1500, ike_udp500=True, ikev1_udp500=False, esp=None, sstp=True,
+                                 tls_tcp443=True, gateway_health=True),
+     req(vpn_device=True),
+     ("feasible", "conditional", "unknown", "unknown"),
+     {"current.p2s.sstp-reachable", "current.p2s.tls-reachable", "current.s2s.ike-reachable",
+      "current.s2s.ikev1-unreachable", "current.s2s.esp-not-measurable", "current.s2s.mtu-above-azure"}),
+    ("azure-2015", with_reach(MEASURED_PUBLIC, interception=True, ike_udp500=False, esp=False, sstp=False),
+     req(vpn_device=True),
+     ("infeasible", "infeasible", "unknown", "unknown"),
+     {"2015.p2s.sstp-unreachable", "2015.p2s.tls-interception", "2015.s2s.ike-unreachable", "2015.s2s.esp-blocked"}),
+    ("azure-current", with_reach(MEASURED_PUBLIC, mtu=1300, interception=True, ike_udp500=False, esp=False,
+                                 tls_tcp443=False, gateway_health=False),
+     req(vpn_device=True),
+     ("infeasible", "infeasible", "unknown", "unknown"),
+     {"current.p2s.nothing-reachable", "current.p2s.tls-interception", "current.s2s.ike-unreachable",
+      "current.s2s.esp-blocked", "current.s2s.mtu-below-azure", "current.s2s.health-probe-unreachable"}),
+    ("azure-current", with_reach(BEHIND_NAT, ike_udp500=True, ike_natt_udp4500=True, esp=None, tls_tcp443=False),
+     req(vpn_device=True),
+     ("conditional", "conditional", "unknown", "unknown"),
+     {"current.s2s.natt-reachable", "current.s2s.esp-in-natt", "current.p2s.tls-unreachable"}),
+    ("azure-current", with_reach(BEHIND_NAT, ike_udp500=True, ike_natt_udp4500=False), req(vpn_device=True),
+     ("conditional", "infeasible", "unknown", "unknown"),
+     {"current.s2s.natt-unreachable"}),
+    ("azure-2015", with_reach(MEASURED_PUBLIC, ike_udp500=True, esp=True, sstp=True), req(vpn_device=True),
+     ("feasible", "feasible", "unknown", "unknown"),
+     {"2015.s2s.esp-echoed"}),
+    ("azure-current", with_reach(MEASURED_PUBLIC, ike_udp500=True, esp=True, tls_tcp443=True, sstp=True), req(vpn_device=True),
+     ("feasible", "feasible", "unknown", "unknown"),
+     {"current.s2s.esp-echoed"}),
     # Clients: the seed's "a few", today's SSTP limit of 128 and the largest gateway's 10,000.
     ("azure-2015", MEASURED_PUBLIC, req(clients=50),
      ("conditional", "conditional", "unknown", "unknown"), {"2015.p2s.many-clients"}),

@@ -162,8 +162,9 @@ def _run(config: Path | None, flags: dict, output_format: OutputFormat, output: 
 
 @contextlib.contextmanager
 def _progress(enabled: bool):
-    """A live line on the terminal while checks run (a bar for long work); nothing when piped."""
-    if not enabled or not sys.stderr.isatty():
+    """A live line on the terminal while checks run (a bar for long work); nothing when either
+    output is piped: `xcheck run | less` must not draw over the pager."""
+    if not enabled or not (sys.stdout.isatty() and sys.stderr.isatty()):
         yield lambda check, fraction, text: None
         return
     from rich.console import Console
@@ -185,6 +186,8 @@ def responder(
     listen: Annotated[str, typer.Option("--listen", metavar="ADDRESS", help="Address to listen on.")] = "0.0.0.0",
     stun_port: Annotated[int, typer.Option("--stun-port", min=1, max=65535, help="UDP port for STUN round trips.")] = 3478,
     iperf_port: Annotated[int, typer.Option("--iperf-port", min=1, max=65535, help="TCP port for the iperf3 protocol.")] = 5201,
+    tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert", metavar="PEM", help="Certificate for TLS/SSTP (default: a new self-signed one).")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option("--tls-key", metavar="PEM", help="Key of --tls-cert.")] = None,
 ) -> None:
     """Be the far end: run this on a VM in the virtual network, then `xcheck run --iperf VM`."""
     import asyncio
@@ -194,7 +197,7 @@ def responder(
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="xcheck responder: %(message)s")
     try:
-        asyncio.run(serve(listen, stun_port, iperf_port))
+        asyncio.run(serve(listen, stun_port, iperf_port, cert=tls_cert, key=tls_key))
     except OSError as exc:
         raise _fail(f"cannot listen on {listen}: {exc.strerror or exc}", EXIT_INTERNAL) from None
 

@@ -247,4 +247,6 @@ def build_settings(*layers: Mapping[str, Any]) -> Settings:
                 requirements[path.removeprefix("requirements.")] = value
             else:
                 top[path] = value
+    if top.get("throughput_profile") == "azurect" and "streams" in top:
+        raise ConfigError(["streams: the azurect profile sets its own stages (1, 6, 16 streams); give one or the other"])
     return replace(Settings(), requirements=Requirements(**requirements), **top)

@@ -97,16 +97,19 @@ def throughput(results: Mapping[str, CheckResult]) -> dict[str, Any]:
     """The best complete stage per direction; a failed stage's partial figures stay in `stages` only."""
     stages = _stages(results)
     upload, download = _best(stages, "upload"), _best(stages, "download")
-    complete = [s for s in stages if s["ok"]]
+    measured = [stage for stage in (upload, download) if stage is not None]
+    limited = [s["cpu_limited"] for s in stages if s["ok"]]
+    headline = upload or download
     return {
         "upload_bits_per_second": upload["bits_per_second"] if upload else None,
         "download_bits_per_second": download["bits_per_second"] if download else None,
-        # A link is as fast as its slower direction.
-        "path_bits_per_second": min(upload["bits_per_second"], download["bits_per_second"]) if upload and download else None,
-        "streams": upload["streams"] if upload else None,
-        "duration_seconds": upload["duration_seconds"] if upload else None,
-        "retransmits": upload["retransmits"] if upload else None,
-        "cpu_limited": any(bool(s["cpu_limited"]) for s in complete) if complete else None,
+        # A link is as fast as its slower direction; one measured direction already bounds it.
+        "path_bits_per_second": min(s["bits_per_second"] for s in measured) if measured else None,
+        "both_directions": bool(upload and download) if measured else None,
+        "streams": headline["streams"] if headline else None,
+        "duration_seconds": headline["duration_seconds"] if headline else None,
+        "retransmits": headline["retransmits"] if headline else None,
+        "cpu_limited": True if True in limited else (False if limited and None not in limited else None),
         "stages": [{key: s[key] for key in ("direction", "streams", "ok", "partial", "failure", "bits_per_second",
                                             "duration_seconds", "retransmits", "cpu_limited")} for s in stages],
     }
@@ -119,7 +122,7 @@ def latency(results: Mapping[str, CheckResult]) -> dict[str, Any]:
     """TCP connect round trips (AzureCT's measure) idle and under the heaviest upload; UDP beside them."""
     result = results.get("latency")
     idle = result.evidence if result and result.succeeded else {}
-    uploads = [s for s in _stages(results) if s["direction"] == "upload"]
+    uploads = [s for s in _stages(results) if s["direction"] == "upload" and s["ok"]]
     loaded = max(uploads, key=lambda s: s["streams"])["latency_under_load"] if uploads else {}
 
     def figures(measured: Mapping[str, Any]) -> dict[str, Any]:

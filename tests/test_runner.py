@@ -129,7 +129,7 @@ def test_readme_check_table_is_the_registry():
     from checks.registry import CHECKS
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    rows = dict(re.findall(r"^\| `([a-z_]+)` \| (.+?) \|$", readme, flags=re.MULTILINE))
+    rows = dict(re.findall(r"^\| `([a-z0-9_]+)` \| (.+?) \|$", readme, flags=re.MULTILINE))
     assert {name: rows.get(name) for name in CHECKS} == {name: c.summary for name, c in CHECKS.items()}
 
 

@@ -29,7 +29,7 @@ UDP_BLOCKED = {
 }
 def with_path(facts, bits_per_second, cpu_limited=False):
     throughput = {"upload_bits_per_second": bits_per_second * 1.5, "download_bits_per_second": bits_per_second,
-                  "path_bits_per_second": bits_per_second, "cpu_limited": cpu_limited}
+                  "path_bits_per_second": bits_per_second, "both_directions": True, "cpu_limited": cpu_limited}
     return facts | {"throughput": throughput}
 
 

@@ -1,0 +1,53 @@
+"""SSTP on TCP 443: is an SSTP server there? MS-SSTP's HTTPS handshake, nothing more.
+
+Over a fresh TLS session we send SSTP_DUPLEX_POST to the well-known SSTP path; an SSTP server
+answers `HTTP/1.1 200` (with Content-Length 2^64-1, the MS-SSTP marker) and would then expect
+SSTP control packets. We stop there: no PPP, no credentials. The certificate is not judged
+here (`tls_tcp443` does that), only recorded.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from checks.contract import Check, CheckContext, Outcome
+from checks.tls_client import Result, TlsSession, probe_gateways, read_response
+
+PORT = 443
+SSTP_PATH = "/sra_{BA195980-CD49-458b-9E23-C84EE0ADCD75}/"
+# MS-SSTP: both sides announce an endless body (2^64 - 1 bytes), since SSTP packets follow the head.
+SSTP_CONTENT_LENGTH = "18446744073709551615"
+
+
+def duplex_post(host: str, correlation_id: str) -> bytes:
+    return (f"SSTP_DUPLEX_POST {SSTP_PATH} HTTP/1.1\r\n"
+            f"Host: {host}\r\n"
+            f"SSTPCORRELATIONID: {correlation_id}\r\n"
+            f"Content-Length: {SSTP_CONTENT_LENGTH}\r\n\r\n").encode("ascii")
+
+
+async def _duplex_post(ctx: CheckContext, gateway: str, session: TlsSession) -> tuple[Result, str, dict[str, Any]]:
+    correlation_id = "{" + str(uuid.uuid4()).upper() + "}"
+    session.writer.write(duplex_post(gateway, correlation_id))
+    answer = await read_response(session.reader)
+    content_length = answer.header("Content-Length")
+    own = answer.evidence() | {
+        "correlation_id": correlation_id,
+        # sstp-client refuses a 200 without it; Windows servers always send it.
+        "sstp_content_length": None if content_length is None else content_length == SSTP_CONTENT_LENGTH,
+    }
+    if answer.status != 200:
+        return Result.UNEXPECTED_STATUS, f"not an SSTP server: SSTP_DUPLEX_POST answered {answer.status_line!r}", own
+    return Result.SUCCESS, f"SSTP server: {answer.status_line!r}", own
+
+
+async def probe(ctx: CheckContext, port: int = PORT) -> Outcome:
+    return await probe_gateways(ctx, port, _duplex_post, f"SSTP on TCP {port}")
+
+
+CHECK = Check(
+    name="sstp",
+    summary="SSTP on TCP 443 to each gateway: SSTP_DUPLEX_POST over TLS answered with HTTP 200",
+    probe=probe,
+)

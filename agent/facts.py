@@ -80,7 +80,17 @@ def nat(results: Mapping[str, CheckResult]) -> dict[str, Any]:
         "mapping_varies_by_destination": binding.evidence.get("mapping_varies_by_destination") if binding else None,
         "cgnat": cgnat,
         "udp_blocked": udp_blocked,
+        # A second, independent NAT signal: the gateway's NAT_DETECTION hashes (RFC 7296 §2.23).
+        "ike_detected": ike_nat_detected(results),
     }
+
+
+def ike_nat_detected(results: Mapping[str, CheckResult]) -> bool | None:
+    seen = [g.get("nat_detected") for name in ("ike_udp500", "ike_natt_udp4500") if name in results
+            for g in results[name].evidence.get("gateways", [])]
+    if True in seen:
+        return True
+    return False if False in seen else None
 
 
 def _stages(results: Mapping[str, CheckResult]) -> list[dict[str, Any]]:

@@ -2,7 +2,8 @@
 exists (as Azure's connectivity toolkit puts a listener in Azure). One process answers:
 STUN Binding on UDP (round trips, the reflexive address), the iperf3 protocol on TCP
 (throughput; the stock `iperf3 -c` works against it too), TLS with SSTP's HTTPS handshake on
-443, the gateway health probe on 8081, and an echo of xcheck's ESP probes (as root).
+443, the gateway health probe on 8081, an IKE stub on UDP 500 and 4500 that answers
+NO_PROPOSAL_CHOSEN, and an echo of xcheck's ESP probes (as root).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from agent.config import MAX_TIMEOUT_SECONDS
 from agent.esp_echo import serve_esp_echo
+from agent.ike_stub import serve_ike
 from agent.iperf3_server import Iperf3Server
 from agent.stun_server import serve_stun
 from agent.tls_responder import serve_tls
@@ -30,6 +32,7 @@ async def serve(listen: str, stun_port: int, iperf_port: int, tls_ports: tuple[i
         loop.add_signal_handler(signum, stop.set)
     transport, stun_server = await serve_stun(listen, stun_port, _log.getChild("stun"))
     tls_servers = await serve_tls(listen, tls_ports, cert, key, _log.getChild("tls"))
+    ike_transports = await serve_ike(listen, logger=_log.getChild("ike"))
     try:
         echo = await serve_esp_echo(listen, _log.getChild("esp"))
     except PermissionError:
@@ -45,6 +48,9 @@ async def serve(listen: str, stun_port: int, iperf_port: int, tls_ports: tuple[i
         await iperf.close()
         for server in tls_servers:
             server.close()
+        for ike in ike_transports:
+            _log.info("IKE datagrams on %s: %s", ike.get_extra_info("sockname"), dict(ike.get_protocol().counts))
+            ike.close()
         if echo is not None:
             echo.close()
             _log.info("ESP packets: %s", dict(echo.counts))

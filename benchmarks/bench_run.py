@@ -86,6 +86,24 @@ def lab_runs(rounds: int, timeout: float) -> None:
     b = statistics.median(blocked)
     print(f"UDP dropped: xcheck run {b:.3f} s wall with --timeout {timeout:g} "
           f"(target <= {timeout + 0.5:g} s; max {max(blocked):.3f} s), ratio to the timeout {b / timeout:.2f}x")
+    gateway_runs(rounds, timeout)
+
+
+def gateway_runs(rounds: int, timeout: float) -> None:
+    """Issue 4: every gateway probe at once against `xcheck responder` (as root, so ESP is echoed)."""
+    figures = {}
+    for udp in ("open", "drop"):
+        with Lab(nat="masquerade", udp=udp) as lab:
+            lab.spawn(lab.cloud, [XCHECK, "responder", "--listen", lab.stun_primary, "--stun-port", "3490"],
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
+            run = [XCHECK, "run", "--format", "json", "--stun", lab.stun_primary, "--gateway", lab.stun_primary,
+                   "--timeout", str(timeout)]
+            figures[udp] = [wall(run, lambda argv: lab.run(lab.onprem, argv, timeout=60)) for _ in range(max(2, rounds // 2))]
+    healthy, dropped = statistics.median(figures["open"]), statistics.median(figures["drop"])
+    print(f"--gateway, healthy lab: xcheck run {healthy:.3f} s wall (target < 1.5 s; max {max(figures['open']):.3f} s)")
+    print(f"--gateway, every UDP port dropped: {dropped:.3f} s wall with --timeout {timeout:g} "
+          f"(target <= {timeout + 0.5:g} s; max {max(figures['drop']):.3f} s)")
 
 
 def main() -> None:

@@ -142,6 +142,7 @@ CHECK = Check(
     summary="iperf3-compatible throughput to the far end (--iperf), upload and download, latency under load",
     probe=probe,
     # After the others: the load would skew what they measure.
-    depends_on=("latency", "nat_behavior", "esp", "tls_tcp443", "sstp", "gateway_health", "path_mtu"),
+    depends_on=("latency", "nat_behavior", "ike_udp500", "ike_natt_udp4500", "ikev1_udp500", "esp", "tls_tcp443",
+                "sstp", "gateway_health", "path_mtu"),
     budget_seconds=_budget,
 )

@@ -5,7 +5,6 @@ behind NAT, a shaped uplink, a busy, dead or silent far end, and `xcheck respond
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import time
@@ -14,8 +13,7 @@ import pytest
 from conftest import XCHECK, needs_lab, run_xcheck
 from lab import Lab
 
-pytestmark = [pytest.mark.lab, needs_lab,
-              pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 is not installed")]
+pytestmark = [pytest.mark.lab, needs_lab]
 
 FAR_END = "203.0.113.10"
 

@@ -1,0 +1,101 @@
+"""`xcheck run --gateway` in the lab against `xcheck responder` as the gateway: every probe of
+issue 4 through NAT, then TCP 443 and ESP blocked at the router (DROP and REJECT), with the
+facts, the verdicts and the exit code that follow."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+from conftest import XCHECK, needs_lab, run_xcheck
+from lab import Lab
+
+pytestmark = [pytest.mark.lab, needs_lab]
+
+GATEWAY = "203.0.113.10"
+
+
+def start_responder(lab: Lab) -> None:
+    # coturn holds 3478 on the same address: the responder's own STUN moves aside.
+    lab.spawn(lab.cloud, [XCHECK, "responder", "--listen", GATEWAY, "--stun-port", "3490"],
+              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        listening = lab.run(lab.cloud, ["ss", "-tlnH"]).stdout
+        if f"{GATEWAY}:443 " in listening and f"{GATEWAY}:8081 " in listening:
+            return
+        time.sleep(0.05)
+    raise AssertionError("xcheck responder did not start listening")
+
+
+def probe(lab: Lab, *extra: str):
+    return run_xcheck("run", "--format", "json", "--stun", GATEWAY, "--gateway", GATEWAY, "--timeout", "2",
+                      "--vpn-device", *extra, lab=lab)
+
+
+def reachable(report: dict) -> dict[str, bool | None]:
+    return {name: fact["reachable"] for name, fact in report["facts"]["reachability"].items()}
+
+
+def fired(report: dict, option: str) -> set[str]:
+    return {reason["rule"] for reason in report["options"][option]["reasons"]}
+
+
+@pytest.fixture(params=["public", "masquerade"])
+def gateway_lab(request):
+    with Lab(nat=request.param) as lab:
+        start_responder(lab)
+        yield lab
+
+
+def test_every_probe_reaches_the_responder(gateway_lab):
+    completed, report = probe(gateway_lab)
+    assert completed.returncode == 0, completed.stderr
+    state = reachable(report)
+    assert all(state.values()), state  # IKE on 500 and 4500, IKEv1, ESP, TLS, SSTP, health probe
+    nat = report["facts"]["nat"]
+    assert nat["detected"] is (gateway_lab.onprem_address != "198.51.100.2")
+    # The stub answers a bare NO_PROPOSAL_CHOSEN, without NAT_DETECTION: no second signal, not a "no"
+    # (tests/test_lab_ike.py compares the two signals against strongSwan).
+    assert nat["ike_detected"] is None
+    assert report["facts"]["path_mtu"]["bytes"] == 1500
+    tls = report["facts"]["reachability"]["tls_tcp443"]["evidence"]["gateways"][0]
+    assert tls["chain_verified"] is False and tls["interception_suspected"] is False  # self-signed, not re-signed
+    assert report["facts"]["tls_interception"] is False
+    assert {"current.p2s.sstp-reachable", "current.p2s.tls-reachable"} <= fired(report, "p2s")
+    assert {"current.s2s.esp-echoed", "current.s2s.ike-reachable", "current.s2s.mtu-above-azure"} <= fired(report, "s2s")
+
+
+@pytest.mark.parametrize("target", ["-j DROP", "-j REJECT --reject-with tcp-reset"])
+def test_tcp_443_blocked_at_the_router(target):
+    with Lab(nat="masquerade") as lab:
+        start_responder(lab)
+        lab.router_iptables("-A", "FORWARD", "-p", "tcp", "--dport", "443", *target.split())
+        completed, report = probe(lab)
+    assert completed.returncode == 0
+    state = reachable(report)
+    assert state["tls_tcp443"] is False and state["sstp"] is False
+    assert state["gateway_health"] is True  # 8081 still passes
+    checks = {c["name"]: c for c in report["checks"]}
+    expected = "no_response" if "DROP" in target else "connection_failed"
+    assert checks["tls_tcp443"]["reason"] == expected
+    assert "current.p2s.tls-unreachable" in fired(report, "p2s")  # IKEv2 P2S remains (the stub answers IKE)
+    assert report["options"]["p2s"]["verdict"] == "conditional"
+
+
+@pytest.mark.parametrize("target", ["-j DROP", "-j REJECT --reject-with icmp-admin-prohibited"])
+def test_esp_blocked_at_the_router(target):
+    with Lab(nat="public") as lab:
+        start_responder(lab)
+        lab.router_iptables("-A", "FORWARD", "-p", "esp", *target.split())
+        completed, report = probe(lab, "--ruleset", "azure-2015")
+    assert completed.returncode == 0
+    esp = report["facts"]["reachability"]["esp"]
+    if "DROP" in target:
+        assert esp["reachable"] is None  # silence proves nothing: a gateway answers ESP only inside an SA
+        assert "2015.s2s.esp-blocked" not in fired(report, "s2s")
+    else:
+        assert esp["reachable"] is False
+        assert report["options"]["s2s"]["verdict"] == "infeasible"
+        assert "2015.s2s.esp-blocked" in fired(report, "s2s")

@@ -42,21 +42,27 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from checks.contract import Check, CheckContext, Outcome, Reason
+from checks.icmp_errors import (
+    ICMP_DEST_UNREACH,
+    ICMP_FRAG_NEEDED,
+    ICMP_PORT_UNREACH,
+    MAX_IPV4_PACKET,
+    IcmpError,
+    enable_error_queue,
+    read_error_queue,
+    send_once_more_on_error,
+)
 
 # Linux socket options Python 3.11 does not name (include/uapi/linux/in.h, errqueue.h).
 IP_MTU_DISCOVER = 10
-IP_RECVERR = 11
 IP_MTU = 14
 IP_PMTUDISC_PROBE = 3  # set DF, ignore the cached path MTU
-SO_EE_ORIGIN_ICMP = 2
-ICMP_ECHO_REPLY, ICMP_DEST_UNREACH, ICMP_ECHO_REQUEST = 0, 3, 8
-ICMP_PORT_UNREACH, ICMP_FRAG_NEEDED = 3, 4
+ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST = 0, 8
 
 AZURE_MAX_PACKET_BYTES = 1400  # ExpressRoute, VPN and Virtual WAN carry at most 1400-byte packets
 AZURE_MSS_BYTES = 1350  # Microsoft's recommended TCP MSS clamp
 IPV4_TCP_HEADERS_BYTES = 40  # MSS = packet size - IPv4 header (20) - TCP header (20)
 IPV4_MIN_MTU = 68  # RFC 791: every IPv4 link carries this; the smallest size probed
-MAX_IPV4_PACKET = 65535
 PROBE_HEADER_BYTES = 28  # IPv4 header (20) + ICMP echo or UDP header (8)
 SIZES_PER_ROUND = 8  # k of the k-ary search: 1500 bytes of range take 3-4 rounds
 COPIES = 2  # per size, so one lost packet does not make the result smaller
@@ -69,74 +75,6 @@ RTT_WAITS = 4.0
 MIN_ROUND_WAIT_SECONDS = 0.05
 DEADLINE_MARGIN_SECONDS = 0.05  # return before the runner's deadline, not at it
 UDP_PROBE_PORT = 33434  # traceroute's first port: nothing listens, so a host answers "port unreachable"
-_ERRQUEUE_CONTROL_BYTES = 512
-
-
-@dataclass(frozen=True)
-class IcmpError:
-    """One entry of a socket's error queue (struct sock_extended_err and its offender)."""
-
-    error_number: int  # what the kernel reports it as (EMSGSIZE, ECONNREFUSED, ...)
-    origin: int  # SO_EE_ORIGIN_*
-    icmp_type: int
-    icmp_code: int
-    info: int  # the next-hop MTU for "fragmentation needed" and for a local EMSGSIZE
-    offender: str | None  # who sent the ICMP error
-    quoted: bytes  # the start of our packet that the error refers to (payload, no IP header)
-
-    @classmethod
-    def parse(cls, control: bytes, quoted: bytes) -> IcmpError:
-        """ValueError when `control` is not a sock_extended_err."""
-        if len(control) < 16:
-            raise ValueError(f"sock_extended_err needs 16 bytes, got {len(control)}")
-        err, origin, icmp_type, code, _pad, info, _data = struct.unpack_from("=IBBBBII", control)
-        offender = None
-        if len(control) >= 24 and struct.unpack_from("=H", control, 16)[0] == socket.AF_INET:
-            offender = socket.inet_ntoa(control[20:24])
-        return cls(err, origin, icmp_type, code, info, offender, quoted)
-
-    @property
-    def from_icmp(self) -> bool:
-        return self.origin == SO_EE_ORIGIN_ICMP
-
-
-def read_error_queue(sock: socket.socket) -> list[IcmpError]:
-    """Drain the socket's IP_RECVERR queue (non-blocking)."""
-    errors = []
-    while True:
-        try:
-            quoted, ancillary, _flags, _address = sock.recvmsg(
-                MAX_IPV4_PACKET, _ERRQUEUE_CONTROL_BYTES, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return errors
-        for level, kind, control in ancillary:
-            if (level, kind) == (socket.IPPROTO_IP, IP_RECVERR):
-                try:
-                    errors.append(IcmpError.parse(control, quoted))
-                except ValueError:
-                    continue  # the kernel wrote something else: nothing to learn from it
-
-
-def enable_error_queue(sock: socket.socket) -> None:
-    sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
-
-
-def send_once_more_on_error(sock: socket.socket, packet: bytes) -> OSError | None:
-    """Send on a connected socket; the error if it could not be sent.
-
-    An ICMP error that arrived earlier fails the next send once (the kernel reports it there
-    and clears it), so a failed send is tried again before its error counts.
-    """
-    error = None
-    for _ in range(2):
-        try:
-            sock.send(packet)
-            return None
-        except OSError as exc:
-            error = exc
-            if exc.errno == errno.EMSGSIZE:
-                break  # larger than the local link allows: trying again will not help
-    return error
 
 
 # ---------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from checks.contract import Reason
-from checks.path_mtu import IcmpError, enable_error_queue, read_error_queue
+from checks.icmp_errors import IcmpError, enable_error_queue, read_error_queue
 
 # RFC 8489 §6.2.1 (and RFC 7296 §2.1's advice to back off): first retransmission after
 # 0.5 s, then 1 s, 2 s, ... so that a lost datagram is resent early without flooding.

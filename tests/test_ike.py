@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from agent.ike_stub import BURST, RATE_PER_SECOND, IkeStub, answer, serve_ike
 from agent.rate_limit import TokenBuckets
 from checks import ike
-from checks.path_mtu import IcmpError
+from checks.icmp_errors import IcmpError
 from checks.udp_probe import InvalidAnswer, UdpProbe, UdpResult, classify_icmp
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ike"

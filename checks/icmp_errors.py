@@ -1,0 +1,84 @@
+"""ICMP errors as Linux reports them on a socket with IP_RECVERR (errqueue.h): shared by the
+probes that must tell "port unreachable", "prohibited", "fragmentation needed" and silence apart."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+from dataclasses import dataclass
+
+# Linux names Python 3.11 does not export (include/uapi/linux/in.h, errqueue.h).
+IP_RECVERR = 11
+SO_EE_ORIGIN_ICMP = 2
+ICMP_DEST_UNREACH = 3
+ICMP_PORT_UNREACH, ICMP_FRAG_NEEDED = 3, 4
+MAX_IPV4_PACKET = 65535
+_ERRQUEUE_CONTROL_BYTES = 512
+
+
+@dataclass(frozen=True)
+class IcmpError:
+    """One entry of a socket's error queue (struct sock_extended_err and its offender)."""
+
+    error_number: int  # what the kernel reports it as (EMSGSIZE, ECONNREFUSED, ...)
+    origin: int  # SO_EE_ORIGIN_*
+    icmp_type: int
+    icmp_code: int
+    info: int  # the next-hop MTU for "fragmentation needed" and for a local EMSGSIZE
+    offender: str | None  # who sent the ICMP error
+    quoted: bytes  # the start of our packet that the error refers to (payload, no IP header)
+
+    @classmethod
+    def parse(cls, control: bytes, quoted: bytes) -> IcmpError:
+        """ValueError when `control` is not a sock_extended_err."""
+        if len(control) < 16:
+            raise ValueError(f"sock_extended_err needs 16 bytes, got {len(control)}")
+        err, origin, icmp_type, code, _pad, info, _data = struct.unpack_from("=IBBBBII", control)
+        offender = None
+        if len(control) >= 24 and struct.unpack_from("=H", control, 16)[0] == socket.AF_INET:
+            offender = socket.inet_ntoa(control[20:24])
+        return cls(err, origin, icmp_type, code, info, offender, quoted)
+
+    @property
+    def from_icmp(self) -> bool:
+        return self.origin == SO_EE_ORIGIN_ICMP
+
+
+def read_error_queue(sock: socket.socket) -> list[IcmpError]:
+    """Drain the socket's IP_RECVERR queue (non-blocking)."""
+    errors = []
+    while True:
+        try:
+            quoted, ancillary, _flags, _address = sock.recvmsg(
+                MAX_IPV4_PACKET, _ERRQUEUE_CONTROL_BYTES, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return errors
+        for level, kind, control in ancillary:
+            if (level, kind) == (socket.IPPROTO_IP, IP_RECVERR):
+                try:
+                    errors.append(IcmpError.parse(control, quoted))
+                except ValueError:
+                    continue  # the kernel wrote something else: nothing to learn from it
+
+
+def enable_error_queue(sock: socket.socket) -> None:
+    sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+
+
+def send_once_more_on_error(sock: socket.socket, packet: bytes) -> OSError | None:
+    """Send on a connected socket; the error if it could not be sent.
+
+    An ICMP error that arrived earlier fails the next send once (the kernel reports it there
+    and clears it), so a failed send is tried again before its error counts.
+    """
+    error = None
+    for _ in range(2):
+        try:
+            sock.send(packet)
+            return None
+        except OSError as exc:
+            error = exc
+            if exc.errno == errno.EMSGSIZE:
+                break  # larger than the local link allows: trying again will not help
+    return error

@@ -184,6 +184,7 @@ def _progress(enabled: bool):
 @app.command()
 def responder(
     listen: Annotated[str, typer.Option("--listen", metavar="ADDRESS", help="Address to listen on.")] = "0.0.0.0",
+    alternate: Annotated[Optional[str], typer.Option("--alternate", metavar="ADDRESS", help="A second address of this host: STUN then answers RFC 5780 NAT behaviour discovery (ports STUN and STUN+1).")] = None,
     stun_port: Annotated[int, typer.Option("--stun-port", min=1, max=65535, help="UDP port for STUN round trips.")] = 3478,
     iperf_port: Annotated[int, typer.Option("--iperf-port", min=1, max=65535, help="TCP port for the iperf3 protocol.")] = 5201,
     tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert", metavar="PEM", help="Certificate for TLS/SSTP (default: a new self-signed one).")] = None,
@@ -197,7 +198,7 @@ def responder(
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="xcheck responder: %(message)s")
     try:
-        asyncio.run(serve(listen, stun_port, iperf_port, cert=tls_cert, key=tls_key))
+        asyncio.run(serve(listen, stun_port, iperf_port, cert=tls_cert, key=tls_key, alternate=alternate))
     except OSError as exc:
         raise _fail(f"cannot listen on {listen}: {exc.strerror or exc}", EXIT_INTERNAL) from None
 

@@ -24,13 +24,16 @@ _log = logging.getLogger("xcheck.responder")
 
 
 async def serve(listen: str, stun_port: int, iperf_port: int, tls_ports: tuple[int, int] = (443, 8081),
-                cert: Path | None = None, key: Path | None = None, stop: asyncio.Event | None = None) -> None:
+                cert: Path | None = None, key: Path | None = None, alternate: str | None = None,
+                stop: asyncio.Event | None = None) -> None:
     """Serve until `stop` is set, or SIGTERM / SIGINT arrives."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    transport, stun_server = await serve_stun(listen, stun_port, _log.getChild("stun"))
+    # RFC 5780 needs a second address; the alternate port is the next one, as coturn's.
+    stun_alternate = (alternate, stun_port + 1) if alternate else None
+    stun_transports, stun_server = await serve_stun(listen, stun_port, stun_alternate, _log.getChild("stun"))
     tls_servers = await serve_tls(listen, tls_ports, cert, key, _log.getChild("tls"))
     ike_transports = await serve_ike(listen, logger=_log.getChild("ike"))
     try:
@@ -54,7 +57,8 @@ async def serve(listen: str, stun_port: int, iperf_port: int, tls_ports: tuple[i
         if echo is not None:
             echo.close()
             _log.info("ESP packets: %s", dict(echo.counts))
-        transport.close()
+        for transport in stun_transports:
+            transport.close()
         _log.info("stopped; STUN datagrams: %s", dict(stun_server.counts))
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)

@@ -1,8 +1,10 @@
-"""The STUN Binding answerer of `xcheck responder`: UDP round trips and the reflexive address.
+"""The STUN Binding answerer of `xcheck responder`: UDP round trips, the reflexive address, and
+RFC 5780 NAT behaviour discovery when given a second address.
 
 It must not be an amplifier: it answers only a valid Binding request, never with more bytes
-than the request had (clients pad with PADDING, RFC 5780 §7.6), and at most RATE_PER_SECOND
-answers a second to one source address. Everything else is dropped silently and counted.
+than the request had (clients pad with PADDING, RFC 5780 §7.6: xcheck's latency samples do,
+`turnutils_natdiscovery -P` does), and at most RATE_PER_SECOND answers a second to one source
+address. Everything else is dropped silently and counted.
 """
 
 from __future__ import annotations
@@ -21,27 +23,45 @@ from checks import stun
 # victim gets at most this many small answers a second.
 RATE_PER_SECOND = 50.0
 BURST = 50.0
+# turnutils_natdiscovery -P pads with 1500 bytes: the request is then a fragmented datagram.
+MAX_REQUEST_BYTES = 2048
+
+Address = tuple[str, int]
 
 
-class StunServer(asyncio.DatagramProtocol):
-    def __init__(self, logger: logging.Logger | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+def _transport_address(address: Address) -> stun.TransportAddress:
+    return stun.TransportAddress(ipaddress.ip_address(address[0]), address[1])
+
+
+class StunServer:
+    """Decides the answer to each datagram. With `alternate` (RFC 5780), it listens on both
+    addresses and both ports, honours CHANGE-REQUEST and names OTHER-ADDRESS and RESPONSE-ORIGIN."""
+
+    def __init__(self, primary: Address = ("0.0.0.0", 3478), alternate: Address | None = None,
+                 logger: logging.Logger | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.primary, self.alternate = primary, alternate
         self._log = logger or logging.getLogger("xcheck.responder.stun")
         self._buckets = TokenBuckets(RATE_PER_SECOND, BURST, clock)
-        self._transport: asyncio.DatagramTransport | None = None
         self.counts = collections.Counter[str]()  # answered, malformed, not_binding, change_request, too_large, rate_limited
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+    def listening_addresses(self) -> list[Address]:
+        if self.alternate is None:
+            return [self.primary]
+        (ip_a, port_a), (ip_b, port_b) = self.primary, self.alternate
+        return [(ip_a, port_a), (ip_a, port_b), (ip_b, port_a), (ip_b, port_b)]
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        answer = self.answer(data, addr)
-        if answer is not None and self._transport is not None:
-            self._transport.sendto(answer, addr)
+    def _other(self, local: Address) -> Address | None:
+        """The address differing from `local` in both IP and port (RFC 5780 §7.4)."""
+        if self.alternate is None:
+            return None
+        (ip_a, port_a), (ip_b, port_b) = self.primary, self.alternate
+        return (ip_b if local[0] == ip_a else ip_a, port_b if local[1] == port_a else port_a)
 
-    def answer(self, data: bytes, addr: tuple[str, int]) -> bytes | None:
-        """The answer to one datagram, or None (and why, in `counts`)."""
+    def reply(self, data: bytes, source: Address, local: Address | None = None) -> tuple[bytes, Address] | None:
+        """(answer, the local address to send it from) for one datagram, or None (why: `counts`)."""
+        local = local or self.primary
         try:
-            request = stun.parse_message(data)
+            request = stun.parse_message(data, MAX_REQUEST_BYTES)
         except stun.StunParseError:
             self.counts["malformed"] += 1
             return None
@@ -49,26 +69,61 @@ class StunServer(asyncio.DatagramProtocol):
                 or request.unknown_comprehension_required:
             self.counts["not_binding"] += 1
             return None
-        if any(attr_type == stun.Attribute.CHANGE_REQUEST and any(value) for attr_type, value in request.attributes):
+        flags = next((int.from_bytes(v[:4], "big") for t, v in request.attributes
+                      if t == stun.Attribute.CHANGE_REQUEST), 0)
+        other = self._other(local)
+        if flags and other is None:
             # One address only: RFC 5780 wants a 420 here, which would be larger than the request.
             self.counts["change_request"] += 1
             return None
-        if not self._buckets.allow(addr[0]):
+        if not self._buckets.allow(source[0]):
             self.counts["rate_limited"] += 1
             return None
-        mapped = stun.TransportAddress(ipaddress.ip_address(addr[0]), addr[1])
-        value = stun.encode_address(mapped, xor_transaction_id=request.transaction_id)
-        response = stun.encode_message(stun.BINDING, stun.MessageClass.SUCCESS_RESPONSE, request.transaction_id,
-                                       [(stun.Attribute.XOR_MAPPED_ADDRESS, value)],
+        origin = local
+        if other is not None:
+            origin = (other[0] if flags & stun.CHANGE_IP else local[0], other[1] if flags & stun.CHANGE_PORT else local[1])
+        tid = request.transaction_id
+        attributes = [(stun.Attribute.XOR_MAPPED_ADDRESS, stun.encode_address(_transport_address(source), xor_transaction_id=tid))]
+        if other is not None:
+            attributes += [(stun.Attribute.RESPONSE_ORIGIN, stun.encode_address(_transport_address(origin))),
+                           (stun.Attribute.OTHER_ADDRESS, stun.encode_address(_transport_address(other)))]
+        response = stun.encode_message(stun.BINDING, stun.MessageClass.SUCCESS_RESPONSE, tid, attributes,
                                        fingerprint=request.fingerprint_present)
         if len(response) > len(data):
             self.counts["too_large"] += 1
             return None
         self.counts["answered"] += 1
-        return response
+        return response, origin
+
+    def answer(self, data: bytes, source: Address, local: Address | None = None) -> bytes | None:
+        answered = self.reply(data, source, local)
+        return answered[0] if answered else None
 
 
-async def serve_stun(host: str, port: int, logger: logging.Logger | None = None) -> tuple[asyncio.DatagramTransport, StunServer]:
-    server = StunServer(logger)
-    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: server, local_addr=(host, port))
-    return transport, server
+class _Socket(asyncio.DatagramProtocol):
+    def __init__(self, server: StunServer, local: Address, transports: dict[Address, asyncio.DatagramTransport]) -> None:
+        self._server, self._local, self._transports = server, local, transports
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        answered = self._server.reply(data, addr, self._local)
+        if answered is not None:
+            answer, origin = answered
+            self._transports[origin].sendto(answer, addr)
+
+
+async def serve_stun(host: str, port: int, alternate: Address | None = None,
+                     logger: logging.Logger | None = None) -> tuple[list[asyncio.DatagramTransport], StunServer]:
+    """Listen on (host, port), or on both addresses and both ports with an RFC 5780 `alternate`."""
+    loop = asyncio.get_running_loop()
+    server = StunServer((host, port), alternate, logger)
+    transports: dict[Address, asyncio.DatagramTransport] = {}
+    try:
+        for local in server.listening_addresses():
+            transport, _ = await loop.create_datagram_endpoint(lambda local=local: _Socket(server, local, transports),
+                                                               local_addr=local)
+            transports[local] = transport
+    except OSError:
+        for transport in transports.values():
+            transport.close()
+        raise
+    return list(transports.values()), server

@@ -201,9 +201,12 @@ def encode_binding_request(transaction_id: bytes, *, change_ip: bool = False, ch
                           fingerprint=fingerprint)
 
 
-def parse_message(data: bytes | bytearray | memoryview) -> StunMessage:
-    """Parse one complete STUN message strictly; raises StunParseError only."""
-    buf = _checked_bytes(data)
+def parse_message(data: bytes | bytearray | memoryview, max_bytes: int = MAX_MESSAGE_BYTES) -> StunMessage:
+    """Parse one complete STUN message strictly; raises StunParseError only.
+
+    `max_bytes` bounds the work; a server that takes RFC 5780 PADDING (up to a 1500-byte
+    attribute, so a fragmented datagram) raises it."""
+    buf = _checked_bytes(data, max_bytes)
     size = len(buf)
     message_type, _, _, transaction_id = _HEADER.unpack_from(buf)
     method, message_class = decode_message_type(message_type)
@@ -265,7 +268,7 @@ def parse_message(data: bytes | bytearray | memoryview) -> StunMessage:
     )
 
 
-def _checked_bytes(data: bytes | bytearray | memoryview) -> bytes:
+def _checked_bytes(data: bytes | bytearray | memoryview, max_bytes: int) -> bytes:
     """Copy of a buffer whose 20-byte header passed every check; else StunParseError."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise StunParseError(f"expected bytes, got {type(data).__name__}")
@@ -273,8 +276,8 @@ def _checked_bytes(data: bytes | bytearray | memoryview) -> bytes:
     size = data.nbytes if isinstance(data, memoryview) else len(data)
     if size < HEADER_LENGTH:
         raise StunParseError(f"{size} bytes is shorter than a STUN header")
-    if size > MAX_MESSAGE_BYTES:
-        raise StunParseError(f"{size} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")
+    if size > max_bytes:
+        raise StunParseError(f"{size} bytes exceeds the {max_bytes}-byte limit")
     buf = bytes(data)
     message_type, length, cookie, _ = _HEADER.unpack_from(buf)
     if message_type & 0xC000:

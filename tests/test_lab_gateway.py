@@ -16,9 +16,9 @@ pytestmark = [pytest.mark.lab, needs_lab]
 GATEWAY = "203.0.113.10"
 
 
-def start_responder(lab: Lab) -> None:
+def start_responder(lab: Lab, *extra: str) -> None:
     # coturn holds 3478 on the same address: the responder's own STUN moves aside.
-    lab.spawn(lab.cloud, [XCHECK, "responder", "--listen", GATEWAY, "--stun-port", "3490"],
+    lab.spawn(lab.cloud, [XCHECK, "responder", "--listen", GATEWAY, "--stun-port", "3490", *extra],
               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -99,3 +99,18 @@ def test_esp_blocked_at_the_router(target):
         assert esp["reachable"] is False
         assert report["options"]["s2s"]["verdict"] == "infeasible"
         assert "2015.s2s.esp-blocked" in fired(report, "s2s")
+
+
+@pytest.mark.parametrize("nat_mode", ["masquerade", "random-fully"])
+def test_responder_answers_rfc5780_discovery_like_coturn(nat_mode):
+    """turnutils_natdiscovery against the responder's STUN (with padding: it never amplifies)
+    finds the same NAT behaviour as against coturn, in the same lab."""
+    from lab import parse_natdiscovery
+
+    with Lab(nat=nat_mode) as lab:
+        start_responder(lab, "--alternate", lab.stun_alternate)
+        ours = parse_natdiscovery(lab.run(lab.onprem, ["turnutils_natdiscovery", "-m", "-f", "-P", "-p", "3490", GATEWAY],
+                                          timeout=30).stdout)
+        coturn = lab.natdiscovery()
+    assert ours["mapping"] is not None and ours["filtering"] is not None, ours["raw"]
+    assert (ours["mapping"], ours["filtering"]) == (coturn["mapping"], coturn["filtering"])

@@ -69,7 +69,7 @@ def test_never_more_bytes_out_than_in(data):
 
 def test_our_client_measures_round_trips_against_it_on_loopback():
     async def main():
-        transport, server = await serve_stun("127.0.0.1", 0)
+        [transport], server = await serve_stun("127.0.0.1", 0)
         port = transport.get_extra_info("sockname")[1]
         try:
             with StunClient.open() as client:
@@ -80,3 +80,28 @@ def test_our_client_measures_round_trips_against_it_on_loopback():
 
     answer = asyncio.run(main())
     assert answer.kind is AnswerKind.ANSWERED and answer.rtt_seconds is not None
+
+
+def test_rfc5780_answers_name_the_other_address_and_honour_change_request():
+    server = StunServer(("203.0.113.10", 3478), ("203.0.113.11", 3479))
+    assert len(server.listening_addresses()) == 4
+    plain = server.reply(request(padding_bytes=64), SOURCE, ("203.0.113.10", 3478))
+    message = stun.parse_message(plain[0])
+    assert plain[1] == ("203.0.113.10", 3478)
+    assert str(message.other_address) == "203.0.113.11:3479" and str(message.response_origin) == "203.0.113.10:3478"
+    for flags, origin in (({"change_ip": True, "change_port": True}, ("203.0.113.11", 3479)),
+                          ({"change_port": True}, ("203.0.113.10", 3479)),
+                          ({"change_ip": True}, ("203.0.113.11", 3478))):
+        answer, sent_from = server.reply(request(padding_bytes=64, **flags), SOURCE, ("203.0.113.10", 3478))
+        assert sent_from == origin
+        assert str(stun.parse_message(answer).response_origin) == f"{origin[0]}:{origin[1]}"
+    # Received on the alternate address: OTHER-ADDRESS is the primary one.
+    answer, _ = server.reply(request(padding_bytes=64), SOURCE, ("203.0.113.11", 3479))
+    assert str(stun.parse_message(answer).other_address) == "203.0.113.10:3478"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_rfc5780_mode_is_no_amplifier_either(data):
+    answer = StunServer(("203.0.113.10", 3478), ("203.0.113.11", 3479)).answer(data, SOURCE, ("203.0.113.10", 3478))
+    assert answer is None or len(answer) <= len(data)

@@ -114,3 +114,25 @@ def test_responder_answers_rfc5780_discovery_like_coturn(nat_mode):
         coturn = lab.natdiscovery()
     assert ours["mapping"] is not None and ours["filtering"] is not None, ours["raw"]
     assert (ours["mapping"], ours["filtering"]) == (coturn["mapping"], coturn["filtering"])
+
+
+@pytest.mark.parametrize(("port", "target", "rule", "reason"), [
+    ("500", "-j DROP", "current.s2s.ike-unreachable", "no_response"),
+    ("500", "-j REJECT --reject-with icmp-port-unreachable", "current.s2s.ike-unreachable", "port_unreachable"),
+    ("4500", "-j DROP", "current.s2s.natt-unreachable", "no_response"),
+    ("4500", "-j REJECT --reject-with icmp-admin-prohibited", "current.s2s.natt-unreachable", "prohibited"),
+])
+def test_ike_ports_blocked_at_the_router(port, target, rule, reason):
+    with Lab(nat="masquerade") as lab:
+        start_responder(lab)
+        # Linux rate-limits ICMP errors; the lab's router must not turn a REJECT into silence.
+        lab.run(lab.router, ["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"], check=True)
+        lab.router_iptables("-A", "FORWARD", "-p", "udp", "--dport", port, *target.split())
+        completed, report = probe(lab)
+    assert completed.returncode == 0
+    name = "ike_udp500" if port == "500" else "ike_natt_udp4500"
+    other = "ike_natt_udp4500" if port == "500" else "ike_udp500"
+    state = reachable(report)
+    assert state[name] is False and state[other] is True
+    assert {c["name"]: c["reason"] for c in report["checks"]}[name] == reason
+    assert report["options"]["s2s"]["verdict"] == "infeasible" and rule in fired(report, "s2s")

@@ -409,3 +409,13 @@ def test_cookie_is_36_characters_of_the_alphabet_and_a_nul():
     cookie = iperf3.make_cookie()
     assert len(cookie) == COOKIE_SIZE and cookie[-1] == 0
     assert set(cookie[:-1].decode()) <= set(COOKIE_ALPHABET)
+
+
+def test_cpu_limited_means_the_gil_or_every_usable_core():
+    import os
+
+    one_core = {"user": 20.0, "system": 75.0, "total": 95.0}
+    assert iperf3.cpu_limited(one_core, streams=1)
+    assert iperf3.cpu_limited({"user": 92.0, "system": 5.0, "total": 97.0}, streams=4)  # Python itself
+    if (os.cpu_count() or 1) >= 2:
+        assert not iperf3.cpu_limited(one_core, streams=4)  # the kernel had another core to copy on

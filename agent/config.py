@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from agent.verdicts import DEFAULT_RULESET, OPTIONS, available_rulesets
+from checks import iperf3
 from checks.contract import Endpoint, Targets, ThroughputPlan
 
 STUN_PORT = 3478
-IPERF_PORT = 5201
 # Stream counts per profile: "azurect" runs the stages of Microsoft's AzureCT Get-LinkPerformance.
 THROUGHPUT_PROFILES = {"default": None, "azurect": (1, 6, 16)}
-MAX_STREAMS = 16
 # Well-known public servers, for users: tests never contact them. stunprotocol.org answers
 # with OTHER-ADDRESS (RFC 5780); the others give a second and third view of the mapping.
 DEFAULT_STUN = ("stun.stunprotocol.org:3478", "stun.l.google.com:19302", "stun.cloudflare.com:3478")
@@ -167,13 +166,13 @@ FIELDS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "timeout_seconds": (_number(0, MAX_TIMEOUT_SECONDS), "timeout_seconds"),
     "stun": (_list_of(_endpoint(STUN_PORT)), "stun"),
     "expect": (_list_of(_choice(OPTIONS)), "expect"),
-    "iperf": (_endpoint(IPERF_PORT), "iperf"),
+    "iperf": (_endpoint(iperf3.DEFAULT_PORT), "iperf"),
     "gateway": (_list_of(_host), "gateway"),
     "gateway_fingerprint": (_fingerprint, "gateway_fingerprint"),
     "proxy": (_proxy, "proxy"),
     "throughput": (_boolean, "throughput"),
     "throughput_seconds": (_number(0, MAX_TIMEOUT_SECONDS), "throughput_seconds"),
-    "streams": (_whole_number(MAX_STREAMS), "streams"),
+    "streams": (_whole_number(iperf3.MAX_STREAMS), "streams"),
     "throughput_profile": (_choice(tuple(THROUGHPUT_PROFILES)), "throughput_profile"),
     "requirements.bandwidth_mbps": (lambda v: _number(0)(v) * 1e6, "requirements.bandwidth_bits_per_second"),
     "requirements.clients": (_whole_number(), "requirements.clients"),

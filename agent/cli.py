@@ -124,7 +124,8 @@ def _run(config: Path | None, flags: dict, output_format: OutputFormat, output: 
     from agent.assessment import assess
     from agent.config import ConfigError, build_settings, load_file, parse_values
     from agent.render import RENDERERS
-    from agent.report import ReportWriteError, redact as redact_report, write_atomically
+    from agent.output import ReportWriteError, write_atomically
+    from agent.report import redact as redact_report
 
     given = {_FLAG_FIELDS[flag]: value for flag, value in flags.items() if value not in (None, [])}
     labels = {field: flag for flag, field in _FLAG_FIELDS.items()}

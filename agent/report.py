@@ -13,7 +13,6 @@ import os
 import platform
 import re
 import socket
-import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from importlib import resources
@@ -173,29 +172,3 @@ def redact(report: dict[str, Any]) -> dict[str, Any]:
     redacted = {key: value if key in ("tool", "schema_version") else walk(value) for key, value in report.items()}
     redacted["redacted"] = True
     return redacted
-
-
-# ---------------------------------------------------------------- writing
-
-class ReportWriteError(OSError):
-    """The report could not be written; nothing partial was left behind."""
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename over it: readers see all or nothing."""
-    directory = path.parent if str(path.parent) else Path(".")
-    try:
-        handle = tempfile.NamedTemporaryFile(
-            "w", encoding="utf-8", dir=directory, prefix=f".{path.name}.", suffix=".tmp", delete=False
-        )
-    except OSError as exc:
-        raise ReportWriteError(f"cannot write report to {path}: {exc.strerror or exc}") from None
-    try:
-        with handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except OSError as exc:
-        Path(handle.name).unlink(missing_ok=True)
-        raise ReportWriteError(f"cannot write report to {path}: {exc.strerror or exc}") from None

@@ -14,7 +14,8 @@ from test_facts import behavior, binding, interfaces, server
 from agent.config import build_settings
 from agent.facts import derive_facts
 from agent.render import render_markdown, render_text
-from agent.report import ReportWriteError, build_report, redact, schema, summary_line, write_atomically
+from agent.output import ReportWriteError, write_atomically
+from agent.report import build_report, redact, schema, summary_line
 from agent.verdicts import evaluate, load_ruleset
 from checks.contract import Reason
 

@@ -16,9 +16,10 @@ pytestmark = [pytest.mark.lab, needs_lab]
 GATEWAY = "203.0.113.10"
 
 
-def start_responder(lab: Lab, *extra: str) -> None:
+def start_responder(lab: Lab, *extra: str, prefix: tuple[str, ...] = ()) -> None:
+    """`prefix` runs it under another command (tests/test_systemd_units.py: setpriv, as the unit would)."""
     # coturn holds 3478 on the same address: the responder's own STUN moves aside.
-    lab.spawn(lab.cloud, [XCHECK, "responder", "--listen", GATEWAY, "--stun-port", "3490", *extra],
+    lab.spawn(lab.cloud, [*prefix, XCHECK, "responder", "--listen", GATEWAY, "--stun-port", "3490", *extra],
               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:

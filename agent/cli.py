@@ -1,7 +1,8 @@
 """The command line: parses, runs, and maps outcomes to exit codes. Nothing else.
 
 Exit codes: 0 a report was produced; 1 an --expect'ed option is not feasible; 2 usage or
-config error; 3 internal error (run again with --traceback to see it).
+config error, or an --output that cannot be written (found before measuring); 3 internal error
+(run again with --traceback to see it), or the report could not be written after all.
 Heavy modules (the checks, rich, psutil) are imported inside the commands so that
 `xcheck --help` and `xcheck version` start as fast as a bare typer app.
 """
@@ -90,7 +91,7 @@ def run(
     streams: Annotated[Optional[int], typer.Option("--streams", help="Parallel TCP streams, 1-16 (default 4).")] = None,
     throughput_profile: Annotated[Optional[str], typer.Option("--throughput-profile", help="default, or azurect: stages of 1, 6 and 16 streams as Microsoft's AzureCT.")] = None,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="text (default), json or markdown.")] = OutputFormat.text,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write the report here (atomically) instead of standard output.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write the report here instead of standard output: a file is replaced atomically, a device or FIFO written as it is.")] = None,
     redact: Annotated[bool, typer.Option("--redact", help="Replace addresses, host and user names with stable pseudonyms.")] = False,
     traceback: Annotated[bool, typer.Option("--traceback", help="Show the Python traceback of an internal error.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what each check does to standard error.")] = False,
@@ -123,8 +124,8 @@ def _run(config: Path | None, flags: dict, output_format: OutputFormat, output: 
 
     from agent.assessment import assess
     from agent.config import ConfigError, build_settings, load_file, parse_values
+    from agent.output import ReportWriteError, check_output, write_report
     from agent.render import RENDERERS
-    from agent.output import ReportWriteError, write_atomically
     from agent.report import redact as redact_report
 
     given = {_FLAG_FIELDS[flag]: value for flag, value in flags.items() if value not in (None, [])}
@@ -133,7 +134,12 @@ def _run(config: Path | None, flags: dict, output_format: OutputFormat, output: 
         from_file = load_file(config) if config else {}
         settings = build_settings(from_file, parse_values(given, "command line", labels))
     except ConfigError as exc:
-        raise _fail("bad settings:\n  " + "\n  ".join(exc.problems), EXIT_USAGE) from None
+        raise _fail("bad settings:\n  " + "\n  ".join(exc.lines()), EXIT_USAGE) from None
+    if output is not None:
+        try:  # now, not after a throughput run of minutes
+            check_output(output)
+        except ReportWriteError as exc:
+            raise _fail(str(exc), EXIT_USAGE) from None
 
     with _progress(output_format is OutputFormat.text and output is None) as progress:
         report = asyncio.run(assess(settings, progress))
@@ -148,7 +154,7 @@ def _run(config: Path | None, flags: dict, output_format: OutputFormat, output: 
         sys.stdout.write(text)
     else:
         try:
-            write_atomically(output, text)
+            write_report(output, text)
         except ReportWriteError as exc:
             raise _fail(str(exc), EXIT_INTERNAL) from None
         typer.echo(f"xcheck: report written to {output}", err=True)
@@ -190,6 +196,7 @@ def responder(
     iperf_port: Annotated[int, typer.Option("--iperf-port", min=1, max=65535, help="TCP port for the iperf3 protocol.")] = 5201,
     tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert", metavar="PEM", help="Certificate for TLS/SSTP (default: a new self-signed one).")] = None,
     tls_key: Annotated[Optional[Path], typer.Option("--tls-key", metavar="PEM", help="Key of --tls-cert.")] = None,
+    max_test_seconds: Annotated[int, typer.Option("--max-test-seconds", metavar="SECONDS", min=1, max=86400, help="Longest iperf3 test taken, omitted warm-up included (xcheck run's stage is --throughput-seconds + 1); longer ones are refused, so no client holds the one test slot for long.")] = 60,
 ) -> None:
     """Be the far end: run this on a VM in the virtual network, then `xcheck run --iperf VM`."""
     import asyncio
@@ -199,7 +206,8 @@ def responder(
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="xcheck responder: %(message)s")
     try:
-        asyncio.run(serve(listen, stun_port, iperf_port, cert=tls_cert, key=tls_key, alternate=alternate))
+        asyncio.run(serve(listen, stun_port, iperf_port, cert=tls_cert, key=tls_key, alternate=alternate,
+                          max_test_seconds=max_test_seconds))
     except OSError as exc:
         raise _fail(f"cannot listen on {listen}: {exc.strerror or exc}", EXIT_INTERNAL) from None
 

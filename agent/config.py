@@ -1,13 +1,16 @@
 """Settings: defaults, then a TOML config file, then command-line flags.
 
 The config file is validated against one table of fields; every error names its field path,
-unknown keys are rejected, and all errors are reported together.
+unknown keys are rejected, and all errors are reported together. Nothing in a config or a flag is
+trusted to be small: the file, every number, every host and every list has a stated bound.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import reprlib
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -17,6 +20,7 @@ from typing import Any
 from agent.verdicts import DEFAULT_RULESET, OPTIONS, available_rulesets
 from checks import iperf3
 from checks.contract import Endpoint, Targets, ThroughputPlan
+from checks.tls_client import Proxy
 
 STUN_PORT = 3478
 # Stream counts per profile: "azurect" runs the stages of Microsoft's AzureCT Get-LinkPerformance.
@@ -28,14 +32,46 @@ DEFAULT_STUN = ("stun.stunprotocol.org:3478", "stun.l.google.com:19302", "stun.c
 # short enough that a blocked UDP path is reported in seconds.
 DEFAULT_TIMEOUT_SECONDS = 3.0
 MAX_TIMEOUT_SECONDS = 300.0
+# iperf3 servers take a test's length in whole seconds (we send the ceiling): a shorter stage is not
+# what was asked for. Five minutes per stage is already a soak test.
+MIN_THROUGHPUT_SECONDS, MAX_THROUGHPUT_SECONDS = 1.0, 300.0
+# The fastest connection Azure sells is an ExpressRoute Direct port of 100 Gbit/s; a larger need is a
+# unit slip (bit/s typed as Mbit/s), and the verdicts for anything above 10 Gbit/s are the same.
+MAX_BANDWIDTH_MBPS = 100_000.0
+# The largest gateway takes 10,000 P2S connections; a hundred times that is still a site, not a typo.
+MAX_CLIENTS = 1_000_000
+# Several STUN servers let xcheck compare mappings; sixteen is more than any comparison needs, and every
+# target costs probes and a line in the report. The same bound holds for gateways.
+MAX_STUN_SERVERS = 16
+MAX_GATEWAYS = 16
+# A real config is a few hundred bytes; the bound keeps a wrong file (a log, a disk image) from
+# taking the parser's time and memory.
+MAX_CONFIG_BYTES = 1 << 20
+# Enough to fix a config in one go; a file of thousands of mistakes needs no thousand lines to say so.
+MAX_PROBLEMS_SHOWN = 20
+
+# How a value the user gave is shown in a message: bounded, one line, escaped.
+_shown = reprlib.Repr()
+_shown.maxstring = _shown.maxother = 60
+_shown.maxlist = _shown.maxtuple = _shown.maxdict = 4
+_shown.maxlevel = 2
 
 
 class ConfigError(ValueError):
-    """Bad settings. `problems` lists every one, each starting with its field path."""
+    """Bad settings. `problems` lists every one, each starting with its field path; `note` says once
+    what applies to several (the known keys)."""
 
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
+    def __init__(self, problems: list[str], note: str | None = None) -> None:
         self.problems = problems
+        self.note = note
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        """What to print: the first MAX_PROBLEMS_SHOWN problems, how many more, then the note."""
+        lines = self.problems[:MAX_PROBLEMS_SHOWN]
+        if len(self.problems) > MAX_PROBLEMS_SHOWN:
+            lines.append(f"... and {len(self.problems) - MAX_PROBLEMS_SHOWN} more problems")
+        return lines + ([self.note] if self.note else [])
 
 
 @dataclass(frozen=True)
@@ -82,29 +118,32 @@ class Settings:
 
 # ---- validators: each returns the value to store or raises ValueError with a message ----
 
-def _number(minimum: float, maximum: float | None = None) -> Callable[[Any], float]:
+def _number(minimum: float, maximum: float, *, minimum_allowed: bool = False) -> Callable[[Any], float]:
+    """A finite number up to `maximum`, above `minimum` (or from it, when `minimum_allowed`)."""
+    bound = f"{'at least' if minimum_allowed else 'greater than'} {minimum:g} and at most {maximum:g}"
+
     def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"expected a number, got {value!r}")
-        if value <= minimum or (maximum is not None and value > maximum):
-            bound = f"greater than {minimum:g}" + (f" and at most {maximum:g}" if maximum is not None else "")
-            raise ValueError(f"must be {bound}, got {value!r}")
+            raise ValueError(f"expected a number, got {_shown.repr(value)}")
+        if isinstance(value, float) and not math.isfinite(value):  # TOML and float() both accept nan and inf
+            raise ValueError(f"must be a finite number {bound}, got {value!r}")
+        if not (minimum <= value if minimum_allowed else minimum < value) or value > maximum:
+            raise ValueError(f"must be {bound}, got {_shown.repr(value)}")
         return float(value)
     return check
 
 
-def _whole_number(maximum: int | None = None) -> Callable[[Any], int]:
+def _whole_number(maximum: int) -> Callable[[Any], int]:
     def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (maximum and value > maximum):
-            bound = f"from 1 to {maximum}" if maximum else ">= 1"
-            raise ValueError(f"expected a whole number {bound}, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+            raise ValueError(f"expected a whole number from 1 to {maximum}, got {_shown.repr(value)}")
         return value
     return check
 
 
 def _boolean(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
+        raise ValueError(f"expected true or false, got {_shown.repr(value)}")
     return value
 
 
@@ -112,34 +151,51 @@ def _choice(choices: Callable[[], list[str]] | tuple[str, ...]) -> Callable[[Any
     def check(value: Any) -> str:
         known = choices() if callable(choices) else choices
         if value not in known:
-            raise ValueError(f"expected one of {', '.join(known)}, got {value!r}")
+            raise ValueError(f"expected one of {', '.join(known)}, got {_shown.repr(value)}")
         return value
     return check
 
 
 def _host(value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9.:-]{1,253}", value):
-        raise ValueError(f"expected an IP address or a host name, got {value!r}")
-    return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected an IP address or a host name, got {_shown.repr(value)}")
+    try:
+        return Endpoint.check_host(value.strip())
+    except ValueError as exc:
+        raise ValueError(f"{_shown.repr(value)}: {exc}") from None
 
 
 def _fingerprint(value: Any) -> str:
     text = value.replace(":", "").lower() if isinstance(value, str) else ""
     if not re.fullmatch(r"[0-9a-f]{64}", text):
-        raise ValueError(f"expected a SHA-256 fingerprint (64 hex digits, colons allowed), got {value!r}")
+        raise ValueError(f"expected a SHA-256 fingerprint (64 hex digits, colons allowed), got {_shown.repr(value)}")
     return text
 
 
 def _proxy(value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"http://[^/\s]+:\d{1,5}/?", value):
-        raise ValueError(f"expected http://HOST:PORT, got {value!r}")
+    # Not echoed: a proxy URL may carry a password.
+    usage = "expected http://[USER:PASSWORD@]HOST:PORT"
+    if not isinstance(value, str) or len(value) > 1024:
+        raise ValueError(usage)
+    try:
+        proxy = Proxy.parse(value)
+    except ValueError:
+        raise ValueError(usage) from None
+    try:
+        Endpoint.check_host(proxy.host)
+    except ValueError as exc:
+        raise ValueError(f"{usage}; its host: {exc}") from None
+    if not 0 < proxy.port < 65536:
+        raise ValueError(f"{usage}; the port must be from 1 to 65535")
     return value
 
 
-def _list_of(item: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
+def _list_of(item: Callable[[Any], Any], maximum: int) -> Callable[[Any], tuple[Any, ...]]:
     def check(value: Any) -> tuple[Any, ...]:
         if not isinstance(value, list):
-            raise ValueError(f"expected a list, got {value!r}")
+            raise ValueError(f"expected a list, got {_shown.repr(value)}")
+        if len(value) > maximum:
+            raise ValueError(f"at most {maximum} entries, got {len(value)}")
         items, problems = [], []
         for index, entry in enumerate(value):
             try:
@@ -155,7 +211,7 @@ def _list_of(item: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
 def _endpoint(default_port: int) -> Callable[[Any], Endpoint]:
     def check(value: Any) -> Endpoint:
         if not isinstance(value, str):
-            raise ValueError(f"expected 'HOST[:PORT]', got {value!r}")
+            raise ValueError(f"expected 'HOST[:PORT]', got {_shown.repr(value)}")
         return Endpoint.parse(value, default_port)
     return check
 
@@ -164,18 +220,20 @@ def _endpoint(default_port: int) -> Callable[[Any], Endpoint]:
 FIELDS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "ruleset": (_choice(available_rulesets), "ruleset"),
     "timeout_seconds": (_number(0, MAX_TIMEOUT_SECONDS), "timeout_seconds"),
-    "stun": (_list_of(_endpoint(STUN_PORT)), "stun"),
-    "expect": (_list_of(_choice(OPTIONS)), "expect"),
+    "stun": (_list_of(_endpoint(STUN_PORT), MAX_STUN_SERVERS), "stun"),
+    "expect": (_list_of(_choice(OPTIONS), len(OPTIONS)), "expect"),
     "iperf": (_endpoint(iperf3.DEFAULT_PORT), "iperf"),
-    "gateway": (_list_of(_host), "gateway"),
+    "gateway": (_list_of(_host, MAX_GATEWAYS), "gateway"),
     "gateway_fingerprint": (_fingerprint, "gateway_fingerprint"),
     "proxy": (_proxy, "proxy"),
     "throughput": (_boolean, "throughput"),
-    "throughput_seconds": (_number(0, MAX_TIMEOUT_SECONDS), "throughput_seconds"),
+    "throughput_seconds": (_number(MIN_THROUGHPUT_SECONDS, MAX_THROUGHPUT_SECONDS, minimum_allowed=True),
+                           "throughput_seconds"),
     "streams": (_whole_number(iperf3.MAX_STREAMS), "streams"),
     "throughput_profile": (_choice(tuple(THROUGHPUT_PROFILES)), "throughput_profile"),
-    "requirements.bandwidth_mbps": (lambda v: _number(0)(v) * 1e6, "requirements.bandwidth_bits_per_second"),
-    "requirements.clients": (_whole_number(), "requirements.clients"),
+    "requirements.bandwidth_mbps": (lambda v: _number(0, MAX_BANDWIDTH_MBPS)(v) * 1e6,
+                                    "requirements.bandwidth_bits_per_second"),
+    "requirements.clients": (_whole_number(MAX_CLIENTS), "requirements.clients"),
     "requirements.private_only": (_boolean, "requirements.private_only"),
     "requirements.vpn_device": (_boolean, "requirements.vpn_device"),
     "requirements.colocation": (_boolean, "requirements.colocation"),
@@ -204,13 +262,17 @@ def parse_values(raw: Mapping[str, Any], source: str, labels: Mapping[str, str] 
     """
     values: dict[str, Any] = {}
     problems: list[str] = []
+    unknown = False
     for path, value in raw.items():
         label = (labels or {}).get(path, path)
         if path in _SECTIONS:
-            problems.append(f"{source}: {path}: expected a table ([{path}]), got {value!r}")
+            problems.append(f"{source}: {path}: expected a table ([{path}]), got {_shown.repr(value)}")
             continue
         if path not in FIELDS:
-            problems.append(f"{source}: {path}: unknown key (known: {', '.join(FIELDS)})")
+            # A key may be anything TOML can quote: show it bounded and escaped, as a value.
+            shown = path if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", path) else _shown.repr(path)
+            problems.append(f"{source}: {shown}: unknown key")
+            unknown = True
             continue
         validate, target = FIELDS[path]
         try:
@@ -218,21 +280,29 @@ def parse_values(raw: Mapping[str, Any], source: str, labels: Mapping[str, str] 
         except ValueError as exc:
             problems.append(f"{source}: {label}: {exc}")
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, f"known keys: {', '.join(FIELDS)}" if unknown else None)
     return values
 
 
 def load_file(path: Path) -> dict[str, Any]:
+    too_large = ConfigError([f"{path}: larger than {MAX_CONFIG_BYTES} bytes; a config is a few hundred"])
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            if os.fstat(handle.fileno()).st_size > MAX_CONFIG_BYTES:
+                raise too_large
+            data = handle.read(MAX_CONFIG_BYTES + 1)  # a pipe or /proc file has no size to ask first
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise too_large
+    try:
+        table = tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError([f"{path}: not UTF-8 text"]) from None
-    try:
-        table = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # TOMLDecodeError, or an integer of thousands of digits
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    except RecursionError:  # tomllib descends once per nested array or inline table
+        raise ConfigError([f"{path}: not a config: arrays or tables nested too deeply"]) from None
     return parse_values(_flatten(table), str(path))
 
 

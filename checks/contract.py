@@ -12,6 +12,7 @@ import asyncio
 import enum
 import ipaddress
 import logging
+import re
 import socket
 import threading
 import time
@@ -97,9 +98,16 @@ class CheckResult:
         }
 
 
+# RFC 1035 2.3.4: a name is at most 255 octets on the wire, so 253 characters as text.
+MAX_HOST_NAME_LENGTH = 253
+_HOST_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # RFC 1123 2.1: letters, digits, hyphens
+# The longest HOST[:PORT] there is: a full-length name and ':65535' (an IPv6 literal is shorter).
+_MAX_ENDPOINT_LENGTH = MAX_HOST_NAME_LENGTH + len(":65535")
+
+
 @dataclass(frozen=True)
 class Endpoint:
-    """A target as the user named it: a host name or IPv4 literal and a port."""
+    """A target as the user named it: a host name or IP literal and a port."""
 
     host: str
     port: int
@@ -108,6 +116,9 @@ class Endpoint:
     def parse(cls, text: str, default_port: int) -> Endpoint:
         """Parse HOST, HOST:PORT or [IPV6]:PORT; ValueError with a message on bad input."""
         text = text.strip()
+        if len(text) > _MAX_ENDPOINT_LENGTH:  # say so without echoing it: it may be megabytes
+            raise ValueError(f"{len(text)} characters is too long for HOST[:PORT] (a host name has at most "
+                             f"{MAX_HOST_NAME_LENGTH})")
         host, port_text = text, None
         if text.startswith("["):
             close = text.find("]")
@@ -116,16 +127,60 @@ class Endpoint:
             host, rest = text[1:close], text[close + 1 :]
             if rest and not rest.startswith(":"):
                 raise ValueError(f"{text!r}: expected ':PORT' after ']'")
+            if ":" not in host:
+                raise ValueError(f"{text!r}: brackets are for an IPv6 address only")
             port_text = rest[1:] if rest else None
         elif text.count(":") == 1:
             host, port_text = text.split(":")
         if not host:
             raise ValueError(f"{text!r}: empty host")
+        try:
+            host = cls.check_host(host)
+        except ValueError as exc:
+            raise ValueError(f"{text!r}: {exc}") from None
         if port_text is None:
             return cls(host, default_port)
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        if not re.fullmatch(r"[0-9]{1,5}", port_text) or not 0 < int(port_text) < 65536:
             raise ValueError(f"{text!r}: port must be a number from 1 to 65535")
         return cls(host, int(port_text))
+
+    @staticmethod
+    def check_host(host: str) -> str:
+        """`host` normalised if it is an IPv4 or IPv6 literal or an RFC 1123 host name; ValueError otherwise.
+
+        The one place every target's host is judged (STUN servers, far end, gateways, proxy).
+        Names are lower-cased and IPv6 written compressed, so one host is one string everywhere.
+        """
+        if len(host) > MAX_HOST_NAME_LENGTH:
+            raise ValueError(f"a host name has at most {MAX_HOST_NAME_LENGTH} characters, this one {len(host)}")
+        if ":" in host:
+            try:
+                address = ipaddress.IPv6Address(host)
+            except ValueError:
+                # One colon reaches here only where a port has no place (a gateway is a host).
+                raise ValueError("a host without a port expected" if host.count(":") == 1
+                                 else "not an IPv6 address") from None
+            if address.scope_id is not None:  # a zone names a local link; the checks measure IPv4 paths
+                raise ValueError("an IPv6 zone (%...) is not supported")
+            return address.compressed
+        name = host.lower()
+        labels = name.removesuffix(".").split(".")
+        if not all(_HOST_LABEL.fullmatch(label) for label in labels):
+            raise ValueError("not an IP address or a host name (labels of 1-63 letters, digits and hyphens, "
+                             "not starting or ending with a hyphen, joined by dots)")
+        # A name whose last label is a number, or that inet_aton reads as one ("127.1", "0x7f000001"),
+        # is an address typed wrong: the system resolver would turn it into some other address.
+        try:
+            socket.inet_aton(name)
+            numeric = True
+        except OSError:
+            numeric = labels[-1].isdigit()
+        if numeric:
+            try:
+                return str(ipaddress.IPv4Address(host))
+            except ValueError:
+                raise ValueError("not an IPv4 address (four numbers 0-255, without leading zeros)") from None
+        return name
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host

@@ -73,7 +73,7 @@ wan = true
         "stun: [0] 'host:99999': port must be a number from 1 to 65535; [1] expected 'HOST[:PORT]', got 7",
         "colour: unknown key",
         "requirements.bandwidth_mbps: expected a number, got 'fast'",
-        "requirements.clients: expected a whole number >= 1, got 0",
+        "requirements.clients: expected a whole number from 1 to 1000000, got 0",
         "requirements.vpn_device: expected true or false, got 'yes'",
         "requirements.wan: unknown key",
     ):

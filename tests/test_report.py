@@ -14,7 +14,7 @@ from test_facts import behavior, binding, interfaces, server
 from agent.config import build_settings
 from agent.facts import derive_facts
 from agent.render import render_markdown, render_text
-from agent.output import ReportWriteError, write_atomically
+from agent.output import ReportWriteError, write_report
 from agent.report import build_report, redact, schema, summary_line
 from agent.verdicts import evaluate, load_ruleset
 from checks.contract import Reason
@@ -95,7 +95,7 @@ def test_human_renderings_say_the_same_thing():
 
 def test_atomic_write_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
     target = tmp_path / "report.json"
-    write_atomically(target, "first\n")
+    write_report(target, "first\n")
     assert target.read_text() == "first\n"
 
     import os
@@ -105,11 +105,11 @@ def test_atomic_write_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", full_disk)
     with pytest.raises(ReportWriteError, match="No space left on device"):
-        write_atomically(target, "second, never seen half-written\n")
+        write_report(target, "second, never seen half-written\n")
     assert target.read_text() == "first\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]  # no temporary file left
 
 
 def test_atomic_write_into_a_missing_directory(tmp_path):
     with pytest.raises(ReportWriteError, match="cannot write report to"):
-        write_atomically(tmp_path / "absent" / "r.json", "x")
+        write_report(tmp_path / "absent" / "r.json", "x")

@@ -5,6 +5,10 @@ iperf3 (others get ACCESS_DENIED). The control channel runs on asyncio; each dat
 is a thread on a blocking socket, so a test runs at kernel speed without holding the loop.
 A client that sends garbage, stalls or vanishes is logged and dropped; parameters outside
 our bounds get SERVER_ERROR with iperf3's own error numbers, which `iperf3 -c` prints.
+
+The one test slot is never held for long: a test may last at most `max_duration_seconds`
+(omitted seconds included), a client whose control connection or data streams go silent for
+`idle_timeout_seconds` is dropped, and a whole session ends at its test's length plus a margin.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass, field
 from checks.iperf3 import (
     COOKIE_SIZE,
     DEFAULT_PORT,
+    IEDURATION,
     MAX_BLOCK_BYTES,
     MAX_PARAMETERS_JSON_BYTES,
     MAX_RESULTS_JSON_BYTES,
@@ -45,20 +50,23 @@ from checks.iperf3 import (
     tcp_figures,
 )
 
-# A client sends each control message right after the previous step; ten seconds is generous
-# for a slow path, and bounds how long a silent connection can keep the server busy.
-CONTROL_TIMEOUT_SECONDS = 10.0
-# iperf3's server gives up on a test time + omit + 5 s after it started (create_server_timers).
+# The longest test (omitted seconds included) `xcheck responder` takes by default: six of xcheck's
+# default 10 s stages, and short enough that one client cannot keep everyone else waiting for long.
+DEFAULT_MAX_TEST_SECONDS = 60
+# A client sends each control message right after the previous step, and a running test moves data
+# all the time; ten seconds of silence on either is generous for a slow path (xcheck's own client
+# calls three seconds without data a stall), and bounds how long a silent client keeps the slot.
+IDLE_TIMEOUT_SECONDS = 10.0
+# iperf3's server gives up on a test time + omit + 5 s after it started (create_server_timers). We count
+# from the connection, so the session's bound also gives set-up and results one idle timeout.
 TEST_GRACE_SECONDS = 5.0
 # After DISPLAY_RESULTS the client answers IPERF_DONE at once; not waiting long frees the server.
 DONE_TIMEOUT_SECONDS = 2.0
 
-# iperf3's i_errno values (iperf_api.h) for the refusals below: `iperf3 -c` prints their text.
-IEDURATION = 5
+# iperf3's i_errno values (iperf_api.h) for the refusals below, besides IEDURATION: `iperf3 -c` prints their text.
 IENUMSTREAMS = 6
 IEBLOCKSIZE = 7
 IEBUFSIZE = 8
-IEOMIT = 12
 IEUNIMP = 13
 
 
@@ -69,6 +77,7 @@ class _Drop(Exception):
 @dataclass
 class _Session:
     peer: str
+    started: float  # on the loop's clock: the session's bound counts from here
     cookie: bytes = b""
     wanted_streams: int = 0
     streams: list[socket.socket] = field(default_factory=list)
@@ -78,10 +87,12 @@ class _Session:
 
 class Iperf3Server:
     def __init__(self, host: str, port: int = DEFAULT_PORT, *, logger: logging.Logger | None = None,
-                 max_duration_seconds: float = 60) -> None:
+                 max_duration_seconds: float = DEFAULT_MAX_TEST_SECONDS,
+                 idle_timeout_seconds: float = IDLE_TIMEOUT_SECONDS) -> None:
         self.host = host
         self.port = port
         self.max_duration_seconds = max_duration_seconds
+        self.idle_timeout_seconds = idle_timeout_seconds
         self._log = logger or logging.getLogger("xcheck.responder.iperf3")
         self._listener: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
@@ -121,7 +132,7 @@ class Iperf3Server:
             conn.setblocking(False)
             peer = f"{address[0]}:{address[1]}"
             if self._session is None:
-                self._session = _Session(peer)
+                self._session = _Session(peer, loop.time())
                 self._session_task = asyncio.create_task(self._serve(conn, self._session), name=f"iperf3 {peer}")
             elif self._session.collecting:
                 self._spawn(self._offer_stream(conn, peer))
@@ -137,8 +148,7 @@ class Iperf3Server:
         # Like iperf3, without reading the cookie: reading could block on a silent client.
         self._log.info("iperf3 client %s turned away: a test is running", peer)
         try:
-            await asyncio.wait_for(asyncio.get_running_loop().sock_sendall(conn, encode_state(State.ACCESS_DENIED)),
-                                   CONTROL_TIMEOUT_SECONDS)
+            await _send(conn, encode_state(State.ACCESS_DENIED), self.idle_timeout_seconds)
         except (OSError, TimeoutError):
             pass
         finally:
@@ -148,7 +158,7 @@ class Iperf3Server:
         """During CREATE_STREAMS every new connection should be a data stream carrying the test's cookie."""
         session = self._session
         try:
-            cookie = await _read_exact(conn, COOKIE_SIZE, CONTROL_TIMEOUT_SECONDS)
+            cookie = await _read_exact(conn, COOKIE_SIZE, self.idle_timeout_seconds)
         except (OSError, TimeoutError, ConnectionError):
             conn.close()
             return
@@ -164,12 +174,19 @@ class Iperf3Server:
 
     async def _serve(self, conn: socket.socket, session: _Session) -> None:
         pumps: list[StreamPump] = []
+        # Until the parameters say how long the test is, the longest we take bounds the session.
+        bound = asyncio.timeout_at(session.started + self.max_duration_seconds + self._margin_seconds)
         try:
-            await self._run_test(conn, session, pumps)
+            async with bound:
+                await self._run_test(conn, session, pumps, bound)
         except _Drop as reason:
             self._log.warning("iperf3 client %s dropped: %s", session.peer, reason)
         except (OSError, TimeoutError, ConnectionError) as exc:
-            self._log.warning("iperf3 client %s dropped: %s", session.peer, exc or type(exc).__name__)
+            if bound.expired():
+                self._log.warning("iperf3 client %s dropped: still there %g s after its test's length", session.peer,
+                                  self._margin_seconds)
+            else:
+                self._log.warning("iperf3 client %s dropped: %s", session.peer, exc or type(exc).__name__)
         except Iperf3ProtocolError as exc:
             self._log.warning("iperf3 client %s dropped: protocol error: %s", session.peer, exc)
         except asyncio.CancelledError:
@@ -188,24 +205,32 @@ class Iperf3Server:
                 self._session = None
                 self._session_task = None
 
-    async def _run_test(self, conn: socket.socket, session: _Session, pumps: list[StreamPump]) -> None:
+    @property
+    def _margin_seconds(self) -> float:
+        return TEST_GRACE_SECONDS + self.idle_timeout_seconds
+
+    async def _run_test(self, conn: socket.socket, session: _Session, pumps: list[StreamPump],
+                        bound: asyncio.Timeout) -> None:
         loop = asyncio.get_running_loop()
-        session.cookie = check_cookie(await _read_exact(conn, COOKIE_SIZE, CONTROL_TIMEOUT_SECONDS))
-        await _send(conn, encode_state(State.PARAM_EXCHANGE))
-        length = decode_json_length(await _read_exact(conn, 4, CONTROL_TIMEOUT_SECONDS), MAX_PARAMETERS_JSON_BYTES)
-        parameters = TestParameters.from_json(decode_json(await _read_exact(conn, length, CONTROL_TIMEOUT_SECONDS)))
+        idle = self.idle_timeout_seconds
+        session.cookie = check_cookie(await _read_exact(conn, COOKIE_SIZE, idle))
+        await _send(conn, encode_state(State.PARAM_EXCHANGE), idle)
+        length = decode_json_length(await _read_exact(conn, 4, idle), MAX_PARAMETERS_JSON_BYTES)
+        parameters = TestParameters.from_json(decode_json(await _read_exact(conn, length, idle)))
         refusal = self._refusal(parameters)
         if refusal is not None:
             i_errno, why = refusal
-            await _send(conn, encode_state(State.SERVER_ERROR) + struct.pack("!ii", i_errno, 0))
+            await _send(conn, encode_state(State.SERVER_ERROR) + struct.pack("!ii", i_errno, 0), idle)
             raise _Drop(f"refused parameters: {why}")
         self._log.info("iperf3 test from %s: %s", session.peer, parameters)
+        bound.reschedule(session.started + parameters.duration_seconds + parameters.omit_seconds
+                         + self._margin_seconds)
 
         session.wanted_streams = parameters.parallel
         session.collecting = True
-        await _send(conn, encode_state(State.CREATE_STREAMS))
+        await _send(conn, encode_state(State.CREATE_STREAMS), idle)
         try:
-            await asyncio.wait_for(session.streams_ready.wait(), CONTROL_TIMEOUT_SECONDS)
+            await asyncio.wait_for(session.streams_ready.wait(), idle)
         except TimeoutError:
             raise _Drop(f"{len(session.streams)} of {parameters.parallel} data streams came") from None
         session.collecting = False
@@ -215,7 +240,7 @@ class Iperf3Server:
                                     name=f"iperf3 server stream {index + 1}"))
 
         # Both in one write, as 3.12 sends them.
-        await _send(conn, encode_state(State.TEST_START) + encode_state(State.TEST_RUNNING))
+        await _send(conn, encode_state(State.TEST_START) + encode_state(State.TEST_RUNNING), idle)
         cpu = CpuMeter()
         started = time.monotonic()
         baseline = _Baseline(started, [0] * len(pumps), [tcp_figures(pump.sock) for pump in pumps])
@@ -225,8 +250,7 @@ class Iperf3Server:
         if parameters.omit_seconds:  # like iperf3's server, we time our own omit period from TEST_START
             omit_timer = loop.call_later(parameters.omit_seconds, baseline.reset, pumps)
         try:
-            give_up = parameters.duration_seconds + parameters.omit_seconds + TEST_GRACE_SECONDS
-            state = decode_state(await _read_exact(conn, 1, give_up))
+            state = await self._await_test_end(conn, pumps)
         finally:
             if omit_timer is not None:
                 omit_timer.cancel()
@@ -244,12 +268,12 @@ class Iperf3Server:
                    for stream_id, pump, base, retrans in
                    zip(stream_ids(len(pumps)), pumps, baseline.bytes, retransmits)]
 
-        await _send(conn, encode_state(State.EXCHANGE_RESULTS))
-        length = decode_json_length(await _read_exact(conn, 4, CONTROL_TIMEOUT_SECONDS), MAX_RESULTS_JSON_BYTES)
-        client = PeerResults.from_json(decode_json(await _read_exact(conn, length, CONTROL_TIMEOUT_SECONDS)))
+        await _send(conn, encode_state(State.EXCHANGE_RESULTS), idle)
+        length = decode_json_length(await _read_exact(conn, 4, idle), MAX_RESULTS_JSON_BYTES)
+        client = PeerResults.from_json(decode_json(await _read_exact(conn, length, idle)))
         ours = results_json(cpu=cpu_percent, sending=parameters.reverse, has_retransmits=None not in retransmits,
                             congestion=congestion, streams=streams)
-        await _send(conn, encode_json(ours) + encode_state(State.DISPLAY_RESULTS))
+        await _send(conn, encode_json(ours) + encode_state(State.DISPLAY_RESULTS), idle)
         received = sum(s.bytes for s in streams) if not parameters.reverse else client.total_bytes
         self._log.info("iperf3 test from %s done: %d bytes received in %.3f s", session.peer, received,
                        ended - baseline.since)
@@ -260,6 +284,25 @@ class Iperf3Server:
         if state != State.IPERF_DONE:
             self._log.info("iperf3 client %s ended with %s instead of IPERF_DONE", session.peer, state.name)
 
+    async def _await_test_end(self, conn: socket.socket, pumps: list[StreamPump]) -> State:
+        """The client's next state (TEST_END), as long as data keeps moving on its streams. The control
+        connection is quiet during a test; the session's bound ends a test that is never ended."""
+        loop = asyncio.get_running_loop()
+        reading = asyncio.ensure_future(_read_exact(conn, 1, None))
+        moved, moved_at = 0, loop.time()
+        try:
+            while True:
+                done, _ = await asyncio.wait({reading}, timeout=self.idle_timeout_seconds / 4)
+                if done:
+                    return decode_state(reading.result())
+                total = sum(pump.bytes for pump in pumps)
+                if total != moved:
+                    moved, moved_at = total, loop.time()
+                elif loop.time() - moved_at >= self.idle_timeout_seconds:
+                    raise _Drop(f"no data moved on its streams for {self.idle_timeout_seconds:g} s mid-test")
+        finally:
+            reading.cancel()
+
     def _refusal(self, p: TestParameters) -> tuple[int, str] | None:
         if p.protocol != "tcp":
             return IEUNIMP, f"protocol {p.protocol}: only TCP is served"
@@ -269,10 +312,11 @@ class Iperf3Server:
             return IEUNIMP, "reverse tests by rate, bytes or blocks are not served"
         if p.mss:
             return IEUNIMP, "setting the MSS is not served"
-        if not 0 < p.duration_seconds <= self.max_duration_seconds:
-            return IEDURATION, f"duration {p.duration_seconds} s is not in (0, {self.max_duration_seconds:g}]"
+        if p.duration_seconds <= 0:
+            return IEDURATION, f"duration {p.duration_seconds} s"
         if p.duration_seconds + p.omit_seconds > self.max_duration_seconds:
-            return IEOMIT, f"omit {p.omit_seconds} s makes the test longer than {self.max_duration_seconds:g} s"
+            return IEDURATION, (f"a {p.duration_seconds + p.omit_seconds} s test ({p.omit_seconds} s omitted) is longer "
+                                f"than the {self.max_duration_seconds:g} s this server takes (--max-test-seconds)")
         if not 1 <= p.parallel <= MAX_STREAMS:
             return IENUMSTREAMS, f"{p.parallel} streams is not 1..{MAX_STREAMS}"
         if not 1 <= p.block_bytes <= MAX_BLOCK_BYTES:
@@ -314,7 +358,7 @@ def _apply_stream_options(sock: socket.socket, parameters: TestParameters, log: 
             log.warning("iperf3 congestion control %r not set: %s", parameters.congestion, exc)
 
 
-async def _read_exact(conn: socket.socket, size: int, timeout: float) -> bytes:
+async def _read_exact(conn: socket.socket, size: int, timeout: float | None) -> bytes:
     loop = asyncio.get_running_loop()
     data = bytearray()
     async with asyncio.timeout(timeout):
@@ -326,5 +370,5 @@ async def _read_exact(conn: socket.socket, size: int, timeout: float) -> bytes:
     return bytes(data)
 
 
-async def _send(conn: socket.socket, data: bytes) -> None:
-    await asyncio.wait_for(asyncio.get_running_loop().sock_sendall(conn, data), CONTROL_TIMEOUT_SECONDS)
+async def _send(conn: socket.socket, data: bytes, timeout: float) -> None:
+    await asyncio.wait_for(asyncio.get_running_loop().sock_sendall(conn, data), timeout)

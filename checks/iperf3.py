@@ -66,6 +66,17 @@ RESULTS_TIMEOUT_SECONDS = 5.0
 # Reverse mode: how long to keep reading what the server had in flight after TEST_END (iperf3 counts it).
 DRAIN_TIMEOUT_SECONDS = 1.0
 INTERVAL_SECONDS = 0.5  # progress and evidence sampling
+# A server's receiver figures (upload) must fit what we sent. It starts its clock before ours (it sends
+# TEST_START, we read it) and stops it after ours (we send TEST_END, it reads it), so its time is the
+# longer one: recorded iperf 3.12 servers measured 35-43 ms more than their client on loopback. It comes
+# out shorter only if the server's omit timer fires late on a busy host (the fixed allowance: a
+# scheduling delay, generously) or its clock runs slower than ours (the fraction: NTP slews at most
+# 500 ppm). On a 10 s stage that lets a server inflate its rate by 3.5 % at most.
+MEASURING_TIME_TOLERANCE_SECONDS = 0.25
+MEASURING_TIME_TOLERANCE_FRACTION = 0.01
+# cpu_util is CPU time over wall time in percent, summed over a process's threads: at most 100 per core,
+# and Linux builds for at most 8192 cores (CONFIG_NR_CPUS).
+MAX_CPU_PERCENT = 100.0 * 8192
 # Leave this much of the caller's deadline for TEST_END and the results exchange.
 END_MARGIN_SECONDS = 1.0
 # Near-saturation, in percent of one core. Our data threads hold the GIL between send()/recv()
@@ -105,9 +116,10 @@ class State(enum.IntEnum):
     SERVER_ERROR = -2
 
 
+IEDURATION = 5  # iperf_api.h: the one refusal a client can act on by asking for less
 # iperf3's i_errno values a server may send with SERVER_ERROR (iperf_api.h), for readable details.
 I_ERRNO_NAMES = {
-    5: "IEDURATION: test duration too long",
+    IEDURATION: "IEDURATION: test duration too long",
     6: "IENUMSTREAMS: number of parallel streams too large",
     7: "IEBLOCKSIZE: block size too large",
     8: "IEBUFSIZE: socket buffer size too large",
@@ -207,6 +219,10 @@ class TestResult:
     cpu_limited: bool | None  # this host's CPU was the bottleneck (see cpu_limited())
     server_results: dict | None  # the server's results JSON as received (evidence)
     intervals: tuple[tuple[float, int], ...]  # (seconds since start, bytes in the interval ending then)
+    # Upload figures of the server refused as inconsistent with ours, beside ours:
+    # {"server": {"bytes", "seconds"}, "ours": {"bytes_sent", "seconds"}}; None when none were refused.
+    disputed: dict | None = None
+    i_errno: int | None = None  # with Failure.SERVER_ERROR: the server's iperf3 error number
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,6 +273,13 @@ def _reject_constant(name: str) -> Any:
     raise Iperf3ProtocolError(f"JSON constant {name} is not allowed")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 reads as inf: no NaN or infinity from a peer, however spelled
+        raise Iperf3ProtocolError(f"JSON number {text[:40]} is out of range")
+    return value
+
+
 def decode_json(body: bytes) -> dict[str, Any]:
     """A JSON object from a peer; Iperf3ProtocolError for anything else."""
     try:
@@ -266,7 +289,7 @@ def decode_json(body: bytes) -> dict[str, Any]:
     if _nesting_depth(text) > _JSON_NESTING_LIMIT:
         raise Iperf3ProtocolError(f"JSON nests deeper than {_JSON_NESTING_LIMIT}")
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         if isinstance(exc, Iperf3ProtocolError):
             raise
@@ -319,6 +342,13 @@ def _text(message: Mapping[str, Any], key: str, max_chars: int = 256) -> str | N
         return None
     if not isinstance(value, str) or len(value) > max_chars:
         raise Iperf3ProtocolError(f"{key!r} is not a string of at most {max_chars} characters")
+    return value
+
+
+def _cpu_percent(message: Mapping[str, Any], key: str) -> float:
+    value: float = _number(message, key)  # type: ignore[assignment]
+    if not 0 <= value <= MAX_CPU_PERCENT:
+        raise Iperf3ProtocolError(f"{key!r} is not a CPU percentage in 0..{MAX_CPU_PERCENT:g}: {value!r:.40}")
     return value
 
 
@@ -482,17 +512,22 @@ class PeerResults:
             start, end = _number(raw, "start_time", required=False), _number(raw, "end_time", required=False)
             if (start is None) != (end is None) or (start is not None and not 0 <= start <= end):  # type: ignore
                 raise Iperf3ProtocolError(f"bad stream times: start {start}, end {end}")
+            retransmits = _known(_integer(raw, "retransmits"))
+            if retransmits is not None and not 0 <= retransmits < 2**63:
+                raise Iperf3ProtocolError(f"stream retransmits out of range: {retransmits}")
             streams.append(StreamFigures(
                 id=_integer(raw, "id"),  # type: ignore[arg-type]
                 bytes=byte_count,  # type: ignore[arg-type]
-                retransmits=_known(_integer(raw, "retransmits")),
+                retransmits=retransmits,
                 start_time=start, end_time=end,
             ))
         has_retransmits = _known(_integer(message, "sender_has_retransmits"))
+        if has_retransmits not in (None, 0, 1):
+            raise Iperf3ProtocolError(f"'sender_has_retransmits' is not 0, 1 or -1: {has_retransmits}")
         return cls(
-            cpu_util_total=_number(message, "cpu_util_total"),  # type: ignore[arg-type]
-            cpu_util_user=_number(message, "cpu_util_user"),  # type: ignore[arg-type]
-            cpu_util_system=_number(message, "cpu_util_system"),  # type: ignore[arg-type]
+            cpu_util_total=_cpu_percent(message, "cpu_util_total"),
+            cpu_util_user=_cpu_percent(message, "cpu_util_user"),
+            cpu_util_system=_cpu_percent(message, "cpu_util_system"),
             sender_has_retransmits=None if has_retransmits is None else bool(has_retransmits),
             congestion_used=_text(message, "congestion_used", 64),
             streams=tuple(streams),
@@ -519,6 +554,25 @@ def results_json(*, cpu: Mapping[str, float], sending: bool, has_retransmits: bo
         for s in streams
     ]
     return message
+
+
+def implausible_receiver_figures(received: int, seconds: float, *, sent: int, sent_seconds: float,
+                                 slack_bytes: int) -> str | None:
+    """Why a server's receiver figures cannot be true of what we sent, or None when they fit.
+
+    `sent` is what we wrote over the whole test, the omit period too (the server times its own omit
+    period, so its after-omit bytes may exceed ours); `slack_bytes` is what the kernel may have taken
+    from writes whose count we have not seen yet. `sent_seconds` is our measuring time.
+    """
+    problems = []
+    if received > sent + slack_bytes:
+        problems.append("more bytes than we wrote")
+    if seconds < sent_seconds * (1 - MEASURING_TIME_TOLERANCE_FRACTION) - MEASURING_TIME_TOLERANCE_SECONDS:
+        problems.append("in less time than the test ran")
+    if not problems:
+        return None
+    return (f"the server's figures do not fit ours: it reports {received} bytes received in {seconds:.6f} s, "
+            f"we wrote {sent} bytes in {sent_seconds:.6f} s ({' and '.join(problems)})")
 
 
 def stream_ids(count: int) -> list[int]:
@@ -654,10 +708,11 @@ def close_pumps(pumps: Sequence[StreamPump], timeout: float = 1.0) -> None:
 class _Abort(Exception):
     """Unwinds a test to the one place that turns its end into a TestResult."""
 
-    def __init__(self, failure: Failure, detail: str) -> None:
+    def __init__(self, failure: Failure, detail: str, i_errno: int | None = None) -> None:
         super().__init__(detail)
         self.failure = failure
         self.detail = detail
+        self.i_errno = i_errno
 
 
 class _PeerSilent(Exception):
@@ -735,7 +790,7 @@ class _ClientTest:
         try:
             return self._run()
         except _Abort as abort:
-            return self._failed(abort.failure, abort.detail)
+            return self._failed(abort.failure, abort.detail, i_errno=abort.i_errno)
         finally:
             close_pumps(self.pumps)
             if self.control is not None:
@@ -836,7 +891,13 @@ class _ClientTest:
                 numbers = self.control.read_exact(8, self._until(RESULTS_TIMEOUT_SECONDS))
             except (_PeerSilent, _PeerClosed):
                 raise _Abort(Failure.SERVER_ERROR, "server error (its error numbers did not follow)") from None
-            raise _Abort(Failure.SERVER_ERROR, describe_server_error(*struct.unpack("!ii", numbers)))
+            i_errno, errno_value = struct.unpack("!ii", numbers)
+            detail = describe_server_error(i_errno, errno_value)
+            if i_errno == IEDURATION:
+                asked = parameters_for(self.spec)
+                detail += (f"; it refuses a {asked.duration_seconds + asked.omit_seconds} s test "
+                           f"({asked.duration_seconds} s measured after {asked.omit_seconds} s omitted)")
+            raise _Abort(Failure.SERVER_ERROR, detail, i_errno)
         if state == State.SERVER_TERMINATE:
             raise _Abort(Failure.SERVER_GONE, "the server terminated the test")
         raise _Abort(Failure.PROTOCOL_ERROR, f"server sent {state.name}, expected {wanted}")
@@ -962,14 +1023,26 @@ class _ClientTest:
             retransmits = None if None in counts else sum(counts)  # type: ignore[arg-type]
         if not seconds or received is None:
             return self._failed(Failure.PROTOCOL_ERROR, "the results give no measuring time or byte count")
+        if not self.spec.reverse:
+            sent, our_seconds = sum(pump.bytes for pump in self.pumps), self.ended - self.measuring_from
+            # A send() still blocked at TEST_END may have handed part of its block to the kernel
+            # without returning its count yet: one block per stream.
+            problem = implausible_receiver_figures(received, seconds, sent=sent, sent_seconds=our_seconds,
+                                                   slack_bytes=len(self.pumps) * self.spec.block_bytes)
+            if problem is not None:
+                return self._failed(Failure.PROTOCOL_ERROR, problem, disputed={
+                    "server": {"bytes": received, "seconds": seconds},
+                    "ours": {"bytes_sent": sent, "seconds": our_seconds}})
         rate = received * 8 / seconds
         return self._result(ok=True, failure=None, detail="", partial=False, seconds=seconds, received=received,
                             rate=rate, retransmits=retransmits, remote_cpu=results.cpu_percent, server=message)
 
-    def _failed(self, failure: Failure, detail: str) -> TestResult:
+    def _failed(self, failure: Failure, detail: str, *, disputed: dict | None = None,
+                i_errno: int | None = None) -> TestResult:
         if self.started is None:
             return self._result(ok=False, failure=failure, detail=detail, partial=False, seconds=None,
-                                received=None, rate=None, retransmits=None, remote_cpu=None, server=None)
+                                received=None, rate=None, retransmits=None, remote_cpu=None, server=None,
+                                i_errno=i_errno)
         stopped = self.ended if self.ended is not None else self.clock()
         if self.cpu is not None and self.cpu_percent is None:
             self.cpu_percent = self.cpu.percent()
@@ -983,7 +1056,8 @@ class _ClientTest:
         counts = [] if self.spec.reverse else self._our_retransmits()
         retransmits = None if not counts or None in counts else sum(counts)  # type: ignore[arg-type]
         return self._result(ok=False, failure=failure, detail=detail, partial=True, seconds=seconds,
-                            received=received, rate=rate, retransmits=retransmits, remote_cpu=None, server=None)
+                            received=received, rate=rate, retransmits=retransmits, remote_cpu=None, server=None,
+                            disputed=disputed, i_errno=i_errno)
 
     def _acknowledged_bytes(self) -> int | None:
         """Upload, no server figures: what the server's TCP acknowledged (tcpi_bytes_acked) is what
@@ -1001,13 +1075,13 @@ class _ClientTest:
 
     def _result(self, *, ok: bool, failure: Failure | None, detail: str, partial: bool, seconds: float | None,
                 received: int | None, rate: float | None, retransmits: int | None, remote_cpu: dict | None,
-                server: dict | None) -> TestResult:
+                server: dict | None, disputed: dict | None = None, i_errno: int | None = None) -> TestResult:
         cpu = self.cpu_percent
         return TestResult(
             spec=self.spec, ok=ok, failure=failure, detail=detail, partial=partial, duration_seconds=seconds,
             bytes_received=received, bits_per_second=rate, retransmits=retransmits, local_cpu_percent=cpu,
             remote_cpu_percent=remote_cpu, cpu_limited=None if cpu is None else cpu_limited(cpu, self.spec.streams),
-            server_results=server, intervals=tuple(self.intervals),
+            server_results=server, intervals=tuple(self.intervals), disputed=disputed, i_errno=i_errno,
         )
 
 

@@ -35,7 +35,7 @@ def _direction(reverse: bool) -> str:
 
 
 def _stage_evidence(result: iperf3.TestResult, under_load: dict[str, Any]) -> dict[str, Any]:
-    return {
+    evidence = {
         "direction": _direction(result.spec.reverse),
         "streams": result.spec.streams,
         "ok": result.ok,
@@ -51,6 +51,12 @@ def _stage_evidence(result: iperf3.TestResult, under_load: dict[str, Any]) -> di
         "cpu_limited": result.cpu_limited,
         "latency_under_load": under_load,
     }
+    # Only where they apply: the server's figures refused beside ours, the server's error number.
+    if result.disputed is not None:
+        evidence["disputed"] = result.disputed
+    if result.i_errno is not None:
+        evidence["i_errno"] = result.i_errno
+    return evidence
 
 
 async def _stage(ctx: CheckContext, ip: str, port: int, plan: ThroughputPlan, streams: int, reverse: bool,
@@ -124,6 +130,9 @@ async def probe(ctx: CheckContext) -> Outcome:
         what = f"{failed['direction']} with {failed['streams']} streams: {failed['failure']}: {failed['detail']}"
         if failed["partial"]:
             what += " (figures before the failure are marked partial)"
+        if failed.get("i_errno") == iperf3.IEDURATION:
+            what += (f"; use a shorter --throughput-seconds (each stage adds a {plan.omit_seconds:g} s warm-up), or "
+                     "let the far end take longer tests (xcheck responder --max-test-seconds)")
         return Outcome.fail(_FAILURE_REASONS[iperf3.Failure(failed["failure"])], what, evidence)
     rates = {d: max(s["bits_per_second"] for s in stages if s["direction"] == d) for d in ("upload", "download")}
     return Outcome.ok(evidence, f"upload {rates['upload'] / 1e6:.1f} Mbit/s, download {rates['download'] / 1e6:.1f} Mbit/s")

@@ -270,11 +270,17 @@ def replay(request):
 
 
 def test_client_completes_against_the_recorded_server(replay):
-    server = replay("upload-4-streams")
+    # The recorded server received 1.3 GB; a server claiming more than we wrote is refused, and a loaded
+    # machine may write less in this 0.5 s test. Its message with every count cut 10,000-fold fits any machine.
+    message = parse_exchange(load("upload-4-streams"))["server_results"]
+    for stream in message["streams"]:
+        stream["bytes"] //= 10_000
+    body = json.dumps(message, separators=(",", ":")).encode()
+    server = replay("upload-4-streams", results=struct.pack("!I", len(body)) + body + b"\x0e")
     spec = TestSpec("127.0.0.1", server.port, duration_seconds=0.5, streams=4)
     result = iperf3.run_test(spec, deadline=time.monotonic() + 10)
     assert result.ok, result.detail
-    recorded = PeerResults.from_json(parse_exchange(load("upload-4-streams"))["server_results"])
+    recorded = PeerResults.from_json(message)
     assert result.bytes_received == recorded.total_bytes
     assert result.duration_seconds == recorded.measuring_seconds
     assert result.remote_cpu_percent == recorded.cpu_percent

@@ -1,0 +1,447 @@
+"""Hostile iperf3 peers on loopback (issue 8: items 4, 5 and 9).
+
+Lying servers run each test honestly up to the results exchange, then send results that contradict
+what we sent (a tiny measuring time, more bytes than we wrote), numbers that are not finite or out of
+range, oversized strings or wrong types. The throughput check must fail with invalid_response, keep
+the server's figures beside ours when they contradict each other, and end.
+
+Hostile clients of `xcheck responder`'s iperf3 server ask for a test longer than its cap, go silent,
+or never end their test: each loses the only test slot, and the next client is served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import XCHECK, run_xcheck
+from test_iperf3_protocol import _recv_exact, _recv_json, load, parse_exchange
+from test_iperf3_server import ServerThread
+
+from agent.iperf3_server import DEFAULT_MAX_TEST_SECONDS
+from checks import iperf3, throughput
+from checks.contract import CheckContext, Endpoint, Outcome, Reason, Resolver, Status, Targets, ThroughputPlan
+from checks.iperf3 import COOKIE_SIZE, Failure, State, StreamFigures, TestSpec, run_test
+
+LOOPBACK = "127.0.0.1"
+# Bounds that only prove "does not hang": far above what a loaded 2-core machine needs.
+GENEROUS_SECONDS = 30.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Lying servers
+
+
+class LyingServer:
+    """An iperf3 server on loopback that runs every test honestly until the results exchange, then,
+    for tests in `direction`, sends `lie(honest_results)`: a dict (sent as JSON, where Python writes
+    NaN and Infinity literals) or the raw bytes of the results body."""
+
+    def __init__(self, lie, direction: str = "upload") -> None:
+        self.lie, self.direction = lie, direction
+        self.listener = socket.create_server((LOOPBACK, 0))
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.session: dict | None = None
+        self.honest: list[dict] = []  # the honest results of each test, in order
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+
+    def _connection(self, conn: socket.socket) -> None:
+        conn.settimeout(10)
+        try:
+            cookie = _recv_exact(conn, COOKIE_SIZE)
+        except (OSError, ConnectionError):  # the latency check's TCP samples connect and close
+            conn.close()
+            return
+        with self.lock:
+            session = self.session
+            if session is not None:  # a data stream of the running test, or a client to turn away
+                if cookie == session["cookie"] and len(session["streams"]) < session["wanted"]:
+                    session["streams"].append(conn)
+                    if len(session["streams"]) == session["wanted"]:
+                        session["ready"].set()
+                else:
+                    conn.close()
+                return
+            self.session = session = {"cookie": cookie, "streams": [], "wanted": 0, "ready": threading.Event()}
+        try:
+            self._test(conn, session)
+        except (OSError, ConnectionError):
+            pass  # our client hung up on a lie: that is the point
+        finally:
+            with self.lock:
+                self.session = None
+            for sock in (conn, *session["streams"]):
+                sock.close()
+
+    def _test(self, control: socket.socket, session: dict) -> None:
+        control.sendall(bytes([State.PARAM_EXCHANGE]))
+        parameters = json.loads(_recv_json(control)[4:])
+        session["wanted"] = parameters["parallel"]
+        control.sendall(bytes([State.CREATE_STREAMS]))
+        assert session["ready"].wait(10), "the data streams did not come"
+        reverse = parameters.get("reverse", False)
+        counts = [0] * len(session["streams"])
+        stop = threading.Event()
+        for index, sock in enumerate(session["streams"]):
+            threading.Thread(target=_source if reverse else _sink, args=(sock, counts, index, stop),
+                             daemon=True).start()
+        control.sendall(bytes([State.TEST_START, State.TEST_RUNNING]))
+        started = time.monotonic()
+        _recv_exact(control, 1)  # TEST_END
+        seconds, moved = time.monotonic() - started, list(counts)
+        stop.set()
+        for sock in session["streams"]:
+            sock.shutdown(socket.SHUT_RDWR)  # as iperf3 at TEST_END: a downloading client drains to EOF
+        control.sendall(bytes([State.EXCHANGE_RESULTS]))
+        _recv_json(control)  # the client's results
+        honest = iperf3.results_json(
+            cpu={"total": 3.0, "user": 1.0, "system": 2.0}, sending=reverse, has_retransmits=True, congestion="cubic",
+            streams=[StreamFigures(stream_id, count, 0 if reverse else None, 0, seconds)
+                     for stream_id, count in zip(iperf3.stream_ids(len(moved)), moved)])
+        self.honest.append(json.loads(json.dumps(honest)))
+        results = self.lie(honest) if self.direction == ("download" if reverse else "upload") else honest
+        body = results if isinstance(results, bytes) else json.dumps(results).encode()
+        control.sendall(struct.pack("!I", len(body)) + body + bytes([State.DISPLAY_RESULTS]))
+        _recv_exact(control, 1)  # IPERF_DONE
+
+
+def _sink(sock: socket.socket, counts: list[int], index: int, stop: threading.Event) -> None:
+    try:
+        while chunk := sock.recv(1 << 16):
+            if not stop.is_set():
+                counts[index] += len(chunk)
+    except OSError:
+        pass
+
+
+def _source(sock: socket.socket, counts: list[int], index: int, stop: threading.Event) -> None:
+    block = os.urandom(1 << 16)
+    try:
+        while not stop.is_set():
+            counts[index] += sock.send(block)
+    except OSError:
+        pass
+
+
+def top(**changes):
+    def lie(results: dict) -> dict:
+        return results | changes
+    return lie
+
+
+def first_stream(**changes):
+    def lie(results: dict) -> dict:
+        results["streams"][0].update(changes)
+        return results
+    return lie
+
+
+def raw(replace: str, by: str):
+    """The honest results as text, with one piece replaced: for what json.dumps cannot write."""
+    def lie(results: dict) -> bytes:
+        text = json.dumps(results)
+        assert replace in text
+        return text.replace(replace, by, 1).encode()
+    return lie
+
+
+def probe(port: int, seconds: float = 0.5) -> Outcome:
+    targets = Targets(iperf=Endpoint(LOOPBACK, port), throughput=ThroughputPlan(seconds=seconds, omit_seconds=0,
+                                                                                streams=(1,)))
+
+    async def run():
+        ctx = CheckContext(targets=targets, deadline=time.monotonic() + GENEROUS_SECONDS, dependencies={},
+                           resolver=Resolver(), logger=logging.getLogger("test.throughput"))
+        return await asyncio.wait_for(throughput.probe(ctx), GENEROUS_SECONDS)
+
+    return asyncio.run(run())
+
+
+@pytest.fixture
+def lying_server():
+    servers: list[LyingServer] = []
+
+    def start(lie, direction: str = "upload") -> LyingServer:
+        servers.append(LyingServer(lie, direction))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def test_an_honest_server_passes(lying_server):
+    server = lying_server(lambda results: results)
+    outcome = probe(server.port)
+    assert outcome.status == Status.OK, outcome.detail
+    upload = outcome.evidence["stages"][0]
+    claimed = server.honest[0]["streams"][0]
+    assert upload["bytes_received"] == claimed["bytes"] > 0
+    assert upload["duration_seconds"] == pytest.approx(claimed["end_time"], abs=1e-6)
+    assert "disputed" not in upload
+
+
+# The server's figures contradict ours: the stage keeps both.
+@pytest.mark.parametrize("lie, contradiction", [
+    (first_stream(end_time=1e-9), "in less time"),  # "ok, upload inf Mbit/s" before
+    (first_stream(end_time=0.01), "in less time"),
+    (first_stream(start_time=0.49, end_time=0.5), "in less time"),
+    (first_stream(bytes=2**62), "more bytes"),
+], ids=["tiny-end-time", "short-end-time", "late-start-time", "more-bytes-than-sent"])
+def test_a_server_contradicting_what_we_sent_is_an_invalid_response(lying_server, lie, contradiction):
+    server = lying_server(lie)
+    outcome = probe(server.port)
+    assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.INVALID_RESPONSE), outcome.detail
+    stage = outcome.evidence["stages"][0]
+    assert (stage["direction"], stage["ok"], stage["partial"]) == ("upload", False, True)
+    disputed = stage["disputed"]
+    claimed = lie(json.loads(json.dumps(server.honest[0])))["streams"][0]
+    assert disputed["server"] == {"bytes": claimed["bytes"],
+                                  "seconds": pytest.approx(claimed["end_time"] - claimed["start_time"])}
+    assert disputed["ours"]["bytes_sent"] > 0 and disputed["ours"]["seconds"] > 0.1
+    assert contradiction in outcome.detail
+    assert str(disputed["server"]["bytes"]) in outcome.detail and str(disputed["ours"]["bytes_sent"]) in outcome.detail
+    json.dumps(outcome.evidence, allow_nan=False)  # the report stays strict JSON
+
+
+HUGE = "x" * 100_000
+
+
+# Numbers that are not finite or not in range, oversized text, wrong types: in what we keep of each direction.
+@pytest.mark.parametrize("direction, lie", [
+    ("upload", first_stream(bytes=float("nan"))),
+    ("upload", first_stream(end_time=float("inf"))),
+    ("upload", raw('"bytes": ', '"bytes": 1e400, "x": ')),  # overflows to inf when read as a float
+    ("upload", raw('"end_time": ', '"end_time": -Infinity, "x": ')),
+    ("upload", first_stream(bytes=-1000)),
+    ("upload", first_stream(end_time=-1.0)),
+    ("upload", first_stream(bytes="1000000000")),
+    ("upload", first_stream(end_time=[1])),
+    ("upload", top(streams={"id": 1})),
+    ("upload", top(cpu_util_total=1e18)),
+    ("upload", top(cpu_util_user=-3.0)),
+    ("upload", top(congestion_used=HUGE)),
+    ("upload", lambda results: b'{"pad": "' + b"x" * (2 << 20) + b'"}'),  # over the 1 MiB bound
+    ("download", first_stream(retransmits=-7)),
+    ("download", first_stream(retransmits=2**63 + 5)),
+    ("download", top(sender_has_retransmits=7)),
+    ("download", top(cpu_util_system=float("nan"))),
+    ("download", top(cpu_util_total="100")),
+], ids=["bytes-nan", "end-inf", "bytes-1e400", "end-minus-infinity", "bytes-negative", "end-negative",
+        "bytes-string", "end-list", "streams-object", "cpu-huge", "cpu-negative", "congestion-100k",
+        "results-2mib", "retransmits-negative", "retransmits-2e63", "has-retransmits-7", "cpu-nan",
+        "cpu-string"])
+def test_a_bad_number_or_type_from_the_server_is_an_invalid_response(lying_server, direction, lie):
+    server = lying_server(lie, direction)
+    started = time.monotonic()
+    outcome = probe(server.port)
+    assert time.monotonic() - started < GENEROUS_SECONDS
+    assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.INVALID_RESPONSE), outcome.detail
+    stages = outcome.evidence["stages"]
+    assert [(s["direction"], s["ok"]) for s in stages][-1] == (direction, False)
+    assert "server results" in outcome.detail and len(outcome.detail) < 400  # peer text stays bounded
+    json.dumps(outcome.evidence, allow_nan=False)
+
+
+@pytest.mark.parametrize("name", ["upload-1-stream", "upload-4-streams", "upload-omit"])
+def test_real_iperf3_figures_pass_the_consistency_rule(name):
+    """Stock iperf 3.12 on both ends (the recorded fixtures): the server's receiver figures against
+    the client's own sent figures, as our client compares them."""
+    fixture = load(name)
+    exchange = parse_exchange(fixture)
+    server = iperf3.PeerResults.from_json(exchange["server_results"])
+    client = iperf3.PeerResults.from_json(exchange["client_results"])
+    # What the client wrote over the whole test (the omit period too), without the cookies.
+    sent = sum(stream["client_bytes"] - COOKIE_SIZE for stream in fixture["data_streams"])
+    assert iperf3.implausible_receiver_figures(server.total_bytes, server.measuring_seconds, sent=sent,
+                                               sent_seconds=client.measuring_seconds, slack_bytes=0) is None
+    assert iperf3.implausible_receiver_figures(sent + 1, server.measuring_seconds, sent=sent,
+                                               sent_seconds=client.measuring_seconds, slack_bytes=0)
+    assert iperf3.implausible_receiver_figures(server.total_bytes, client.measuring_seconds / 2, sent=sent,
+                                               sent_seconds=client.measuring_seconds, slack_bytes=0)
+
+
+def test_a_lying_server_gives_a_complete_strict_report(lying_server):
+    """The whole run as a user runs it: exit 0, strict JSON, the throughput check failed, no figure kept."""
+    server = lying_server(first_stream(end_time=1e-9))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as unused:  # a STUN server that never answers
+        unused.bind((LOOPBACK, 0))
+        completed, report = run_xcheck("run", "--format", "json", "--stun", f"{LOOPBACK}:{unused.getsockname()[1]}",
+                                       "--iperf", f"{LOOPBACK}:{server.port}", "--throughput-seconds", "1",
+                                       "--timeout", "1", timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    json.loads(completed.stdout, parse_constant=lambda name: pytest.fail(f"{name} in the report"))
+    result = next(c for c in report["checks"] if c["name"] == "throughput")
+    assert (result["status"], result["reason"]) == ("fail", "invalid_response"), result["detail"]
+    assert report["facts"]["throughput"]["upload_bits_per_second"] is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile clients of the responder's iperf3 server
+
+
+@pytest.fixture
+def responder_iperf3():
+    servers: list[ServerThread] = []
+
+    def start(**options) -> ServerThread:
+        servers.append(ServerThread(**options))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def run_when_free(spec: TestSpec) -> iperf3.TestResult:
+    """A test, retried while the server reports busy (it frees its slot a moment after a session ends)."""
+    until = time.monotonic() + GENEROUS_SECONDS
+    while True:
+        result = run_test(spec, deadline=time.monotonic() + GENEROUS_SECONDS)
+        if result.failure != Failure.ACCESS_DENIED or time.monotonic() > until:
+            return result
+        time.sleep(0.2)
+
+
+def _served(port: int) -> iperf3.TestResult:
+    return run_when_free(TestSpec(LOOPBACK, port, duration_seconds=0.5))
+
+
+def test_a_test_longer_than_the_cap_is_refused_and_our_client_says_why(responder_iperf3):
+    server = responder_iperf3()  # the responder's default cap
+    assert DEFAULT_MAX_TEST_SECONDS == 60
+    for seconds, omit in ((300, 0), (DEFAULT_MAX_TEST_SECONDS, 1)):  # the warm-up counts too
+        result = run_when_free(TestSpec(LOOPBACK, server.port, duration_seconds=seconds, omit_seconds=omit))
+        assert result.failure == Failure.SERVER_ERROR and result.i_errno == iperf3.IEDURATION, result.detail
+        assert not result.partial and f"(IEDURATION: test duration too long); it refuses a {seconds + omit} s test" \
+            in result.detail
+    # The throughput check turns it into a readable fail, at once.
+    started = time.monotonic()
+    outcome = probe(server.port, seconds=300)
+    assert time.monotonic() - started < GENEROUS_SECONDS
+    assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.PEER_ERROR)
+    for words in ("refuses a 300 s test", "shorter --throughput-seconds", "xcheck responder --max-test-seconds"):
+        assert words in outcome.detail, outcome.detail
+    # xcheck's own stages (and a stock client's) within the cap are served.
+    assert probe(server.port, seconds=1).status == Status.OK
+    if shutil.which("iperf3"):
+        completed = subprocess.run(["iperf3", "-c", LOOPBACK, "-p", str(server.port), "-t", "300"],
+                                   capture_output=True, text=True, timeout=GENEROUS_SECONDS)
+        assert completed.returncode != 0 and "test duration too long" in completed.stdout + completed.stderr
+
+
+def _start_test(port: int, *, seconds: int, reverse: bool = False) -> tuple[socket.socket, socket.socket]:
+    """A raw client through set-up to TEST_RUNNING; returns (control, data stream)."""
+    cookie = iperf3.make_cookie()
+    control = socket.create_connection((LOOPBACK, port), timeout=GENEROUS_SECONDS)
+    control.sendall(cookie)
+    assert iperf3.decode_state(_recv_exact(control, 1)) == State.PARAM_EXCHANGE
+    parameters = iperf3.TestParameters(duration_seconds=seconds, reverse=reverse)
+    control.sendall(iperf3.encode_json(parameters.to_json()))
+    assert iperf3.decode_state(_recv_exact(control, 1)) == State.CREATE_STREAMS
+    stream = socket.create_connection((LOOPBACK, port), timeout=GENEROUS_SECONDS)
+    stream.sendall(cookie)
+    assert _recv_exact(control, 2) == bytes([State.TEST_START, State.TEST_RUNNING])
+    return control, stream
+
+
+def _wait_dropped(control: socket.socket) -> None:
+    """The server closes our control connection (whatever it sent before)."""
+    control.settimeout(GENEROUS_SECONDS)
+    try:
+        while control.recv(1024):
+            pass
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        pytest.fail(f"the server still holds the client after {GENEROUS_SECONDS:g} s")
+
+
+@pytest.mark.parametrize("silent_after", ["connect", "cookie", "test-start-upload", "test-start-download"])
+def test_a_silent_client_loses_the_slot_and_the_next_is_served(responder_iperf3, silent_after):
+    # Once set up, the silent client has asked for a 50 s test: the slot must not stay its for that long.
+    server = responder_iperf3(idle_timeout_seconds=0.5)
+    opened = []
+    try:
+        if silent_after in ("connect", "cookie"):
+            control = socket.create_connection((LOOPBACK, server.port), timeout=GENEROUS_SECONDS)
+            if silent_after == "cookie":
+                control.sendall(iperf3.make_cookie())
+            opened.append(control)
+        else:
+            # Upload: no data comes. Download: we never read, so the server's sends stop moving.
+            control, stream = _start_test(server.port, seconds=50, reverse=silent_after.endswith("download"))
+            opened += [control, stream]
+        _wait_dropped(control)
+        result = _served(server.port)
+        assert result.ok, result.detail
+    finally:
+        for sock in opened:
+            sock.close()
+
+
+def test_a_client_that_never_ends_its_test_is_dropped_at_the_bound(responder_iperf3):
+    """Data keeps flowing, so the idle timeout never fires; the session's hard bound ends it."""
+    server = responder_iperf3(idle_timeout_seconds=0.5)
+    control, stream = _start_test(server.port, seconds=1)
+    stop = threading.Event()
+
+    def send() -> None:
+        block = os.urandom(1 << 14)
+        try:
+            while not stop.is_set():
+                stream.sendall(block)
+                time.sleep(0.01)
+        except OSError:
+            pass
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    try:
+        _wait_dropped(control)  # no TEST_END from us, ever
+        result = _served(server.port)
+        assert result.ok, result.detail
+    finally:
+        stop.set()
+        sender.join(5)
+        control.close()
+        stream.close()
+
+
+def test_responder_documents_and_checks_max_test_seconds():
+    help_text = subprocess.run([XCHECK, "responder", "--help"], capture_output=True, text=True,
+                               env={**os.environ, "COLUMNS": "200"}, timeout=60).stdout
+    assert "--max-test-seconds" in help_text and f"[default: {DEFAULT_MAX_TEST_SECONDS}]" in help_text
+    for bad in ("0", "nan", "-5", "100000"):
+        completed = subprocess.run([XCHECK, "responder", "--listen", LOOPBACK, "--max-test-seconds", bad],
+                                   capture_output=True, text=True, timeout=60)
+        assert completed.returncode == 2, (bad, completed.stderr)
+        assert "--max-test-seconds" in completed.stderr
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert "--max-test-seconds" in readme

@@ -2,9 +2,13 @@
 RFC 5780 NAT behaviour discovery when given a second address.
 
 It must not be an amplifier: it answers only a valid Binding request, never with more bytes
-than the request had (clients pad with PADDING, RFC 5780 §7.6: xcheck's latency samples do,
-`turnutils_natdiscovery -P` does), and at most RATE_PER_SECOND answers a second to one source
-address. Everything else is dropped silently and counted.
+than the request had, and at most RATE_PER_SECOND answers a second to one source address.
+Everything else is dropped silently and counted. xcheck's requests are as large as the largest
+answer (`stun.largest_binding_answer_bytes`); other clients pad theirs with PADDING
+(`turnutils_natdiscovery -P`). RFC 5780 §6.1 has a padded request answered with PADDING as
+long as the MTU; here the PADDING makes the answer as long as the request (at most
+`stun.MAX_MESSAGE_BYTES`), and no longer: a fragmented request still gets a fragmented answer,
+which is what PADDING tests.
 """
 
 from __future__ import annotations
@@ -89,6 +93,13 @@ class StunServer:
                            (stun.Attribute.OTHER_ADDRESS, stun.encode_address(_transport_address(other)))]
         response = stun.encode_message(stun.BINDING, stun.MessageClass.SUCCESS_RESPONSE, tid, attributes,
                                        fingerprint=request.fingerprint_present)
+        if any(t == stun.Attribute.PADDING for t, _ in request.attributes):
+            # 4: PADDING's own type and length. The codec's bound still makes a datagram over a 1500-byte MTU.
+            padding = min(len(data), stun.MAX_MESSAGE_BYTES) - len(response) - 4
+            if padding >= 0:
+                attributes.append((stun.Attribute.PADDING, bytes(padding)))
+                response = stun.encode_message(stun.BINDING, stun.MessageClass.SUCCESS_RESPONSE, tid, attributes,
+                                               fingerprint=request.fingerprint_present)
         if len(response) > len(data):
             self.counts["too_large"] += 1
             return None

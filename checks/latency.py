@@ -24,9 +24,6 @@ SAMPLES = 20
 SAMPLE_INTERVAL_SECONDS = 0.05
 SAMPLE_TIMEOUT_SECONDS = 1.0  # a round trip slower than this counts as lost
 UDP_PORT = 3478
-# `xcheck responder` never answers with more bytes than it was sent (no amplification), and a
-# Binding answer carries XOR-MAPPED-ADDRESS: pad requests so that the answer fits.
-UDP_REQUEST_PADDING_BYTES = 16
 
 
 async def tcp_connect_time(ip: str, port: int, timeout: float) -> float | None:
@@ -48,8 +45,7 @@ async def tcp_connect_time(ip: str, port: int, timeout: float) -> float | None:
 async def udp_round_trip(client: StunClient, ip: str, timeout: float, clock: Callable[[], float]) -> float | None:
     """One STUN Binding sent once (no retransmission: a loss must count as a loss)."""
     started = clock()
-    answer = await client.binding((ip, UDP_PORT), deadline=Deadline(started + timeout), rto=timeout,
-                                  padding_bytes=UDP_REQUEST_PADDING_BYTES)
+    answer = await client.binding((ip, UDP_PORT), deadline=Deadline(started + timeout), rto=timeout)
     return clock() - started if answer.kind is AnswerKind.ANSWERED else None
 
 

@@ -8,11 +8,12 @@ address, which would open the very filter holes the filtering tests look for.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from typing import Any
 
-from checks.contract import Check, CheckContext, Endpoint, Outcome, Reason
-from checks.stun_client import REASONS, AnswerKind, BindingAnswer, Deadline, StunClient, cached_rto
+from checks.addressing import AddressClass, classify
+from checks.contract import Check, CheckContext, Outcome, Reason
+from checks.stun import TransportAddress
+from checks.stun_client import REASONS, AnswerKind, BindingAnswer, Deadline, StunClient, cached_rto, unusable_address
 
 ENDPOINT_INDEPENDENT = "endpoint-independent"
 ADDRESS_DEPENDENT = "address-dependent"
@@ -28,6 +29,12 @@ MIN_FILTERING_WAIT_SECONDS = 0.3
 # it is unreachable, and waiting for the whole check timeout would tell no more.
 MIN_ALTERNATE_WAIT_SECONDS = 1.0
 ALTERNATE_WAIT_RTOS = 8
+
+# How far an address reaches. An alternate address that reaches less far than the server's own
+# cannot be the server's (we reached it beyond this host, this link, this private network), but
+# would steer our requests to this host, its link or its LAN.
+_REACH = {AddressClass.LOOPBACK: 0, AddressClass.LINK_LOCAL: 1, AddressClass.RFC1918: 2, AddressClass.CGNAT: 2,
+          AddressClass.UNIQUE_LOCAL: 2, AddressClass.PUBLIC: 3}
 
 Address = tuple[str, int]
 
@@ -102,32 +109,60 @@ async def _mapping(ctx: CheckContext, primary: Address, other: Address, rto: flo
     return _decided(ADDRESS_AND_PORT_DEPENDENT, tests)
 
 
-def _rfc5780_server(binding: dict[str, Any]) -> dict[str, Any] | None:
-    for server in binding["servers"]:
-        if server["result"] == AnswerKind.ANSWERED and server["other_address"]:
-            return server
+def alternate_address_problem(other: TransportAddress, server: TransportAddress) -> str | None:
+    """Why the tests must not send to the alternate address a server named, or None.
+
+    RFC 5780 §6.1: the other address differs from the server's in both IP and port. A server's
+    word is not enough to send to an address no host has, or to one that reaches less far than
+    the server's own (`_REACH`). A directed broadcast address cannot be told from here; the
+    socket never sets SO_BROADCAST, so the kernel refuses to send to one of a local subnet.
+    """
+    problem = unusable_address(other)
+    if problem:
+        return problem
+    if other.ip.version != server.ip.version:
+        return f"not IPv{server.ip.version} like the server"
+    if other.ip == server.ip or other.port == server.port:
+        return f"not different from the server's {server} in both IP and port (RFC 5780 §6.1)"
+    other_class, server_class = classify(other.ip), classify(server.ip)
+    # Only a server the user named at an address no host has lacks a reach: nothing is below it.
+    if _REACH[other_class] < _REACH.get(server_class, 0):
+        return f"{other_class} address, though the server {server.ip} is {server_class}"
     return None
 
 
 def _address(text: str) -> Address:
-    endpoint = Endpoint.parse(text, 0)
-    return endpoint.host, endpoint.port
+    address = TransportAddress.parse(text)
+    return str(address.ip), address.port
+
+
+def _rfc5780_server(servers: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, str | None]:
+    """The first server whose alternate address the tests may use, with None; else the first that
+    named an unusable one, with why; else (None, None)."""
+    refused: tuple[dict[str, Any] | None, str | None] = (None, None)
+    for server in servers:
+        if server["result"] != AnswerKind.ANSWERED or not server["other_address"]:
+            continue
+        problem = alternate_address_problem(TransportAddress.parse(server["other_address"]),
+                                            TransportAddress.parse(server["address"]))
+        if problem is None:
+            return server, None
+        refused = refused if refused[0] else (server, problem)
+    return refused
 
 
 async def probe(ctx: CheckContext) -> Outcome:
     binding = ctx.dependencies["stun_binding"]
     if not binding.succeeded:
         return Outcome.skipped(Reason.DEPENDENCY_UNAVAILABLE, "no STUN server answered a Binding request")
-    server = _rfc5780_server(binding.evidence)
+    server, problem = _rfc5780_server(binding.evidence["servers"])
     if server is None:
         return Outcome.skipped(Reason.NOT_SUPPORTED, "no STUN server returned OTHER-ADDRESS (RFC 5780)")
-    primary, other = _address(server["address"]), _address(server["other_address"])
     evidence: dict[str, Any] = {"server": server["server"], "primary": server["address"], "other": server["other_address"]}
-    if ipaddress.ip_address(other[0]).version != 4:
-        return Outcome.fail(Reason.INVALID_RESPONSE, f"OTHER-ADDRESS {server['other_address']} is not IPv4", evidence)
-    if other[0] == primary[0] or other[1] == primary[1]:
-        return Outcome.fail(Reason.INVALID_RESPONSE, f"OTHER-ADDRESS {server['other_address']} must differ from "
-                            f"{server['address']} in both IP and port", evidence)
+    if problem:
+        return Outcome.fail(Reason.INVALID_RESPONSE, f"{server['other_address_attribute']} {server['other_address']} "
+                            f"from {server['address']} is refused, nothing was sent to it: {problem}", evidence)
+    primary, other = _address(server["address"]), _address(server["other_address"])
     rto = cached_rto(server["rtt_seconds"])
     evidence["filtering"] = filtering = await _filtering(ctx, primary, other, rto)
     evidence["mapping"] = mapping = await _mapping(ctx, primary, other, rto)

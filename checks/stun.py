@@ -48,6 +48,9 @@ CHANGE_PORT = 0x02
 
 _FINGERPRINT_XOR = 0x5354554E
 _MAX_SOFTWARE_BYTES = 763  # §14.14: fewer than 128 characters, "as long as 763 bytes"
+_MAX_SOFTWARE_CHARACTERS = 128
+SOFTWARE_NAME = "xcheck"
+_ADDRESS_VALUE_BYTES = {4: 8, 6: 20}  # family, port and address (§14.1)
 _COOKIE_BYTES = MAGIC_COOKIE.to_bytes(4, "big")
 _HEADER = struct.Struct("!HHI12s")
 _TLV = struct.Struct("!HH")
@@ -109,6 +112,14 @@ class TransportAddress:
         if self.ip.version == 6:
             return f"[{self.ip}]:{self.port}"
         return f"{self.ip}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str) -> TransportAddress:
+        """The inverse of `str()`; ValueError on anything else."""
+        host, _, port = text.rpartition(":")
+        if not port.isdigit():
+            raise ValueError(f"{text!r} is not IP:PORT")
+        return cls(ipaddress.ip_address(host.removeprefix("[").removesuffix("]")), int(port))
 
 
 @dataclass(frozen=True)
@@ -186,19 +197,42 @@ def encode_message(method: int, message_class: MessageClass, transaction_id: byt
     return message
 
 
+def largest_binding_answer_bytes(ip_version: int) -> int:
+    """The largest answer `xcheck responder` gives to a Binding request without PADDING:
+    XOR-MAPPED-ADDRESS, RESPONSE-ORIGIN and OTHER-ADDRESS (RFC 5780 §6.1), then FINGERPRINT.
+    64 bytes over IPv4, 100 over IPv6."""
+    address_tlv = 4 + _ADDRESS_VALUE_BYTES[ip_version]
+    return HEADER_LENGTH + 3 * address_tlv + 8
+
+
 def encode_binding_request(transaction_id: bytes, *, change_ip: bool = False, change_port: bool = False,
-                           fingerprint: bool = True, padding_bytes: int = 0) -> bytes:
+                           fingerprint: bool = True, padding_bytes: int = 0, min_bytes: int = 0) -> bytes:
     """Binding request; CHANGE-REQUEST (RFC 5780 §7.2) only when a flag is set, PADDING
-    (RFC 5780 §7.6) when asked, so that a server that never answers with more bytes than it
-    received can answer."""
+    (RFC 5780 §7.6) when asked.
+
+    `min_bytes` makes the request at least that long with a SOFTWARE attribute ("xcheck" and
+    spaces), so that a server that never answers with more bytes than it received (`xcheck
+    responder`) can answer. Not PADDING: it is comprehension-required (RFC 5780 §7), so an
+    RFC 8489 server without RFC 5780 must refuse it with a 420, and RFC 5780 §6.1 has the
+    server answer it with PADDING as long as its MTU (coturn 4.6.1 answers a 64-byte padded
+    request with 1604 bytes). SOFTWARE is comprehension-optional and meant for clients too
+    (RFC 8489 §14.14): every server ignores it.
+    """
     attributes: list[tuple[int, bytes]] = []
     if change_ip or change_port:
         flags = (CHANGE_IP if change_ip else 0) | (CHANGE_PORT if change_port else 0)
         attributes.append((Attribute.CHANGE_REQUEST, flags.to_bytes(4, "big")))
     if padding_bytes:
         attributes.append((Attribute.PADDING, bytes(padding_bytes)))
-    return encode_message(BINDING, MessageClass.REQUEST, transaction_id, attributes,
-                          fingerprint=fingerprint)
+    request = encode_message(BINDING, MessageClass.REQUEST, transaction_id, attributes, fingerprint=fingerprint)
+    if not min_bytes:
+        return request
+    software = SOFTWARE_NAME.ljust(min_bytes - len(request) - 4)  # 4: SOFTWARE's own type and length
+    if len(software) >= _MAX_SOFTWARE_CHARACTERS:
+        raise ValueError(f"{min_bytes} bytes would take {len(software)} characters of SOFTWARE, "
+                         f"which must stay under {_MAX_SOFTWARE_CHARACTERS} (§14.14)")
+    attributes.append((Attribute.SOFTWARE, software.encode()))
+    return encode_message(BINDING, MessageClass.REQUEST, transaction_id, attributes, fingerprint=fingerprint)
 
 
 def parse_message(data: bytes | bytearray | memoryview, max_bytes: int = MAX_MESSAGE_BYTES) -> StunMessage:
@@ -316,7 +350,7 @@ def _check_integrity_length(attr_type: int, length: int) -> None:
 
 
 def _decode_address(attr: Attribute, value: bytes, xor_transaction_id: bytes | None) -> TransportAddress:
-    expected = {0x01: 8, 0x02: 20}
+    expected = {0x01: _ADDRESS_VALUE_BYTES[4], 0x02: _ADDRESS_VALUE_BYTES[6]}
     if len(value) < 2 or value[0] != 0 or expected.get(value[1]) != len(value):
         raise StunParseError(f"{_name(attr)} is malformed ({len(value)} bytes: {value[:4].hex()}...)")
     port = int.from_bytes(value[2:4], "big")

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from checks import stun
+from checks.addressing import AddressClass, classify
 from checks.contract import Reason
 
 # RFC 8489 §6.2.1: initial RTO of 500 ms, doubled on each retransmission.
@@ -23,6 +24,12 @@ INITIAL_RTO_SECONDS = 0.5
 # lab RTT does not turn retransmission into a flood.
 RTO_FLOOR_SECONDS = 0.1
 _RECEIVE_BYTES = 65535  # read whole datagrams; the parser rejects anything over its bound
+# `xcheck responder` never answers with more bytes than it received (no amplification): every
+# request is as large as its largest answer, so that it is answered (the socket is IPv4).
+REQUEST_BYTES = stun.largest_binding_answer_bytes(4)
+# No host is reached at, or seen from, these: a server that names one is lying or broken. 240/4
+# (RESERVED) holds the limited broadcast address 255.255.255.255.
+_NOT_A_HOST = frozenset({AddressClass.UNSPECIFIED, AddressClass.MULTICAST, AddressClass.RESERVED})
 
 Address = tuple[str, int]
 
@@ -71,6 +78,26 @@ class Deadline:
 
     def bring_forward(self, at: float) -> None:
         self.at = min(self.at, at)
+
+
+def unusable_address(address: stun.TransportAddress) -> str | None:
+    """Why no host can be at `address`, or None."""
+    if address.port == 0:
+        return "port 0"
+    address_class = classify(address.ip)
+    if address_class in _NOT_A_HOST:
+        return f"{address_class} address"
+    return None
+
+
+def mapped_address_problem(mapped: stun.TransportAddress, server_ip: str) -> str | None:
+    """Why `mapped` cannot be where a server at `server_ip` saw this host, or None."""
+    problem = unusable_address(mapped)
+    if problem is None and classify(mapped.ip) is AddressClass.LOOPBACK \
+            and classify(server_ip) is not AddressClass.LOOPBACK:
+        # Loopback never leaves this host, and a server on it at another address sees that address.
+        problem = f"loopback address, though the server {server_ip} is not on loopback"
+    return problem
 
 
 def cached_rto(rtt_seconds: float | None) -> float:
@@ -143,7 +170,6 @@ class StunClient:
         change_ip: bool = False,
         change_port: bool = False,
         expect_from: Address | None = None,
-        padding_bytes: int = 0,
     ) -> BindingAnswer:
         """One Binding transaction, retransmitted until a valid answer or the deadline.
 
@@ -154,7 +180,7 @@ class StunClient:
         """
         transaction_id = stun.new_transaction_id()
         request = stun.encode_binding_request(transaction_id, change_ip=change_ip, change_port=change_port,
-                                              padding_bytes=padding_bytes)
+                                              min_bytes=REQUEST_BYTES)
         expected_source = expect_from or server
         answers: asyncio.Queue[tuple[bytes, Address]] = asyncio.Queue()
         self._pending[transaction_id] = answers
@@ -235,4 +261,8 @@ def _validate_response(
         return invalid("success response without XOR-MAPPED-ADDRESS or MAPPED-ADDRESS", message)
     if mapped.ip.version != 4:
         return invalid(f"mapped address {mapped} is not IPv4 though the request was", message)
+    problem = mapped_address_problem(mapped, server[0])
+    if problem:
+        field = "XOR-MAPPED-ADDRESS" if message.xor_mapped_address else "MAPPED-ADDRESS"
+        return invalid(f"{field} {mapped} cannot be this host's address: {problem}", message)
     return BindingAnswer(AnswerKind.ANSWERED, server, attempts, "", message, source, rtt)

@@ -17,8 +17,10 @@ import pytest
 
 from checks import nat_behavior, stun
 from checks.contract import CheckContext, CheckResult, Reason, Resolver, Status, Targets
+from checks.stun_client import cached_rto
 
 PRIMARY_IP, OTHER_IP = "127.0.0.1", "127.0.0.2"
+RTT_SECONDS = 0.0001  # what stun_binding measured to the fake server: nat_behavior takes its RTO from it
 
 
 class FakeRfc5780Server:
@@ -84,11 +86,12 @@ class FakeRfc5780Server:
 def binding_result(server: FakeRfc5780Server) -> CheckResult:
     evidence = {"servers": [{
         "server": f"{PRIMARY_IP}:{server.ports[0]}", "address": f"{PRIMARY_IP}:{server.ports[0]}", "result": "answered",
-        "other_address": f"{OTHER_IP}:{server.ports[1]}", "rtt_seconds": 0.0001}]}
+        "other_address": f"{OTHER_IP}:{server.ports[1]}", "other_address_attribute": "OTHER-ADDRESS",
+        "rtt_seconds": RTT_SECONDS}]}
     return CheckResult("stun_binding", Status.OK, Reason.SUCCESS, "", 0.0, evidence)
 
 
-def discover(server: FakeRfc5780Server, timeout: float = 2.0):
+def discover(server: FakeRfc5780Server, timeout: float = 10.0):  # a bound on a hang: it ends in ~0.3 s
     async def main():
         server.start()
         try:
@@ -110,8 +113,11 @@ def test_every_mapping_and_filtering_behaviour_is_told_apart(mapping, filtering)
     assert outcome.evidence["mapping"]["behavior"] == mapping
     assert outcome.evidence["filtering"]["behavior"] == filtering
     if filtering != "endpoint-independent":
-        # Silence was waited for with several requests, not concluded from one lost packet.
-        assert outcome.evidence["filtering"]["tests"]["test2"]["attempts"] >= nat_behavior.FILTERING_SENDS
+        # Silence was waited for over a window with room for several requests one RTO apart, not
+        # concluded from one lost packet. How many of them went out depends on how busy the machine is.
+        tests = outcome.evidence["filtering"]["tests"]
+        assert tests["wait_seconds"] >= nat_behavior.FILTERING_SENDS * cached_rto(RTT_SECONDS) - 1e-9
+        assert tests["test2"]["attempts"] >= 1 and tests["test2"]["result"] == "no_response"
 
 
 def test_a_server_that_ignores_change_request_is_caught_by_the_source_address():
@@ -134,7 +140,7 @@ def test_an_other_address_equal_to_the_primary_is_refused():
         for sock in server.sockets.values():
             sock.close()
     assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.INVALID_RESPONSE)
-    assert "must differ" in outcome.detail and outcome.evidence["other"] == f"{OTHER_IP}:{server.ports[0]}"
+    assert "in both IP and port" in outcome.detail and outcome.evidence["other"] == f"{OTHER_IP}:{server.ports[0]}"
 
 
 def test_schema_names_exactly_these_behaviours():

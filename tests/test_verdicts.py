@@ -218,7 +218,7 @@ def test_reasons_name_rule_source_and_facts_and_worst_comes_first():
     first = s2s["reasons"][0]
     assert first["verdict"] == "infeasible"
     nat_reason = next(r for r in s2s["reasons"] if r["rule"] == "2015.s2s.behind-nat")
-    assert nat_reason["source"].startswith("cross-premises-connectivity.md (2015-08-07)")
+    assert nat_reason["source"].startswith("About secure cross-premises connectivity for virtual networks (2015-08-07)")
     assert nat_reason["facts"]["facts.nat.detected"] is True
     assert nat_reason["facts"]["facts.nat.reflexive_address"] == "203.0.113.1"
     assert "203.0.113.1:1024" in nat_reason["text"] and "10.0.0.2:40000" in nat_reason["text"]

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
+from agent.text import markdown, markdown_code, visible
 from agent.verdicts import format_rate
+from checks.contract import Reason
 
 _VERDICT_STYLES = {"feasible": "green", "conditional": "yellow", "unknown": "bright_black", "infeasible": "red"}
 _STATUS_STYLES = {"ok": "green", "fail": "red", "error": "magenta", "skipped": "bright_black"}
@@ -81,6 +84,38 @@ def _check_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     ]
 
 
+# Why a check measured nothing, in the order a reader should look (this host first, then the path).
+# Any other ending (an answer, even an ICMP refusal or a bad answer) means something was reached.
+_REACHED_NOTHING = {
+    Reason.NO_INTERFACES: "this host has no interface with an address ({checks})",
+    Reason.RESOLVE_FAILED: "no name resolved, so nothing was sent ({checks}); check this host's DNS",
+    Reason.NETWORK_ERROR: "this host has no route to the targets, or a local firewall refused to send ({checks})",
+    Reason.NO_RESPONSE: "nothing answered ({checks}), so the traffic is dropped on the way or nothing listens there",
+    Reason.CONNECTION_FAILED: "no TCP connection could be made ({checks})",
+    Reason.TIMEOUT: "no answer came before the deadline ({checks})",
+    Reason.EXCEPTION: "a check failed on a bug of its own ({checks})",
+}
+# Checks that read only this host: their success says nothing about the network.
+_LOCAL_CHECKS = frozenset({"interfaces"})
+
+
+def first_contact(report: dict[str, Any]) -> str | None:
+    """One plain sentence when no target was reached (or none was given), saying why from the
+    checks' own reasons; None when anything beyond this host was measured."""
+    remote = [c for c in report["checks"] if c["name"] not in _LOCAL_CHECKS and c["status"] != "skipped"]
+    if not remote:
+        if any(c["reason"] == Reason.NO_TARGET for c in report["checks"]):
+            return ("Nothing was measured beyond this host's own addresses: "
+                    "no STUN server, gateway (--gateway) or far end (--iperf) was given.")
+        return None
+    considered = remote + [c for c in report["checks"] if c["reason"] == Reason.NO_INTERFACES]
+    if any(c["reason"] not in _REACHED_NOTHING for c in considered):
+        return None
+    causes = [why.format(checks=", ".join(c["name"] for c in considered if c["reason"] == reason))
+              for reason, why in _REACHED_NOTHING.items() if any(c["reason"] == reason for c in considered)]
+    return "Nothing could be measured: " + "; ".join(causes) + "."
+
+
 def _heading(report: dict[str, Any]) -> str:
     return (f"xcheck {report['tool']['version']} on {report['host']['hostname']}, "
             f"rule set {report['ruleset']}, {report['started_at']}")
@@ -98,30 +133,39 @@ def render_text(report: dict[str, Any], *, color: bool = False, width: int = 110
     from rich.table import Table
     from rich.text import Text
 
+    # Every string is drawn as itself: no rich markup or emoji codes are read from a report, and
+    # each passes through `visible`, so a peer's "[/x]" or ESC stays text.
+    def cell(value: Any, style: str = "") -> Text:
+        return Text(visible(str(value)), style=style)
+
     buffer = io.StringIO()
-    console = Console(file=buffer, force_terminal=color, no_color=not color, width=width, highlight=False)
-    console.print(Text(_heading(report), style="bold"))
-    console.print(report["summary"], soft_wrap=True)
+    console = Console(file=buffer, force_terminal=color, no_color=not color, width=width, highlight=False,
+                      markup=False, emoji=False)
+    sentence = first_contact(report)
+    if sentence:
+        console.print(cell(sentence, "bold"), soft_wrap=True)  # one line, whatever the width: read first
+    console.print(cell(_heading(report), "bold"))
+    console.print(cell(report["summary"]), soft_wrap=True)
 
     interfaces = Table(title="Interfaces (up)", title_justify="left", show_edge=False)
     for column in ("interface", "address", "class"):
         interfaces.add_column(column)
     for row in _interface_rows(report):
-        interfaces.add_row(*row)
+        interfaces.add_row(*map(cell, row))
     console.print(interfaces)
 
     facts = Table(title="Facts", title_justify="left", show_header=False, show_edge=False)
     facts.add_column(style="bold")
     facts.add_column()
     for row in _fact_rows(report):
-        facts.add_row(*row)
+        facts.add_row(*map(cell, row))
     console.print(facts)
 
     checks = Table(title="Checks", title_justify="left", show_edge=False)
     for column in ("check", "status", "reason", "time", "detail"):
         checks.add_column(column, overflow="fold")
     for name, status, reason, duration, detail in _check_rows(report):
-        checks.add_row(name, Text(status, style=_STATUS_STYLES[status]), reason, duration, detail)
+        checks.add_row(cell(name), cell(status, _STATUS_STYLES.get(status, "")), cell(reason), cell(duration), cell(detail))
     console.print(checks)
 
     verdicts = Table(title="Verdicts", title_justify="left", show_edge=False, show_lines=True)
@@ -129,34 +173,51 @@ def render_text(report: dict[str, Any], *, color: bool = False, width: int = 110
     verdicts.add_column("verdict")
     verdicts.add_column("reasons (rule: text)", overflow="fold")
     for entry in report["options"].values():
-        reasons = "\n".join(f"{r['rule']}: {r['text']}" for r in entry["reasons"])
-        verdicts.add_row(entry["title"], Text(entry["verdict"], style=_VERDICT_STYLES[entry["verdict"]]), reasons)
+        # One line per reason: the only newlines in the output are ours.
+        reasons = Text("\n").join(cell(f"{r['rule']}: {r['text']}") for r in entry["reasons"])
+        verdicts.add_row(cell(entry["title"]), cell(entry["verdict"], _VERDICT_STYLES.get(entry["verdict"], "")), reasons)
     console.print(verdicts)
-    console.print(Text("Recommendation: ", style="bold") + Text(_recommendation(report)))
+    console.print(Text("Recommendation: ", style="bold") + cell(_recommendation(report)))
     return buffer.getvalue()
 
 
-def _md(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+def _markdown_row(cells: tuple[Any, ...]) -> str:
+    return "| " + " | ".join(markdown(str(value)) for value in cells) + " |"
+
+
+# A rule set's citation ends with the document's address (tests/test_rule_sources.py): it stays a link.
+_CITED_ADDRESS = re.compile(r"(.*?)(https?://[^\s<>]+)")
+
+
+def _markdown_source(source: str) -> str:
+    cited = _CITED_ADDRESS.fullmatch(source)
+    if cited is None:
+        return markdown(source)
+    return f"{markdown(cited.group(1))}<{visible(cited.group(2))}>"
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    lines = [f"## {_heading(report)}", "", f"`{report['summary']}`", "", "### Facts", "", "| fact | value |", "|---|---|"]
-    lines += [f"| {_md(k)} | {_md(v)} |" for k, v in _fact_rows(report)]
+    sentence = first_contact(report)
+    lines = [f"## {markdown(_heading(report))}", ""]
+    lines += [f"**{markdown(sentence)}**", ""] if sentence else []
+    lines += [markdown_code(report["summary"]), "", "### Facts", "", "| fact | value |", "|---|---|"]
+    lines += [_markdown_row(r) for r in _fact_rows(report)]
     lines += ["", "### Interfaces (up)", "", "| interface | address | class |", "|---|---|---|"]
-    lines += [f"| {' | '.join(map(_md, row))} |" for row in _interface_rows(report)]
+    lines += [_markdown_row(r) for r in _interface_rows(report)]
     lines += ["", "### Checks", "", "| check | status | reason | time | detail |", "|---|---|---|---|---|"]
-    lines += [f"| {' | '.join(map(_md, row))} |" for row in _check_rows(report)]
+    lines += [_markdown_row(r) for r in _check_rows(report)]
     lines += ["", "### Verdicts", ""]
     for entry in report["options"].values():
-        lines.append(f"- **{entry['title']}: {entry['verdict']}**")
-        lines += [f"  - `{r['rule']}` ({r.get('verdict', '')}): {r['text']} _Source: {r['source']}_" for r in entry["reasons"]]
-    lines += ["", f"**Recommendation:** {_recommendation(report)}", ""]
+        lines.append(f"- **{markdown(entry['title'])}: {markdown(entry['verdict'])}**")
+        lines += [f"  - {markdown_code(r['rule'])} ({markdown(r.get('verdict', ''))}): {markdown(r['text'])} "
+                  f"_Source:_ {_markdown_source(r['source'])}" for r in entry["reasons"]]
+    lines += ["", f"**Recommendation:** {markdown(_recommendation(report))}", ""]
     return "\n".join(lines)
 
 
 def render_json(report: dict[str, Any]) -> str:
-    return json.dumps(report, indent=2, sort_keys=False) + "\n"
+    # Strict JSON: a NaN or infinity anywhere is a bug to fail on, never a report no parser reads.
+    return json.dumps(report, indent=2, sort_keys=False, allow_nan=False) + "\n"
 
 
 RENDERERS: dict[str, Callable[..., str]] = {"text": render_text, "json": render_json, "markdown": render_markdown}

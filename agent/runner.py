@@ -2,7 +2,9 @@
 
 The runner owns time: it gives every check its deadline, measures its duration and cuts
 it off a little after the deadline if the check does not honour it. A crash becomes an
-`error` result with the exception as its reason, never a crash of the run.
+`error` result with the exception as its reason, never a crash of the run. And it bounds what a
+check keeps: every string of a result's detail and evidence, where a peer's words end up, is cut
+to `agent.text.MAX_TEXT_CHARS` here, so that no check can forget to.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
+from agent.text import bounded, visible
 from checks.contract import Check, CheckContext, CheckResult, Outcome, Reason, Resolver, Status, Targets
 
 # How long past its deadline a check may run before it is cut off: enough to close sockets
@@ -22,6 +26,28 @@ _log = logging.getLogger("xcheck.runner")
 
 # progress(check name, fraction done or None, one line of text): live news for a terminal.
 Progress = Callable[[str, float | None, str], None]
+
+
+def _visible_record(record: logging.LogRecord) -> bool:
+    """A check's log line (`--verbose`) quotes peers: it reaches the terminal as inert text."""
+    try:
+        record.msg, record.args = visible(record.getMessage()), None
+    except (TypeError, ValueError):
+        pass  # a malformed log call: logging reports it itself when the record is formatted
+    return True
+
+
+def _bound_strings(value: Any) -> Any:
+    """`value` with every string in it (keys too) cut to agent.text.MAX_TEXT_CHARS, marked where cut."""
+    if isinstance(value, str):
+        return bounded(value)
+    if isinstance(value, Mapping):
+        return {_bound_strings(key): _bound_strings(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_bound_strings(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_bound_strings(item) for item in value)
+    return value
 
 
 def order_checks(checks: Iterable[Check]) -> list[Check]:
@@ -60,12 +86,14 @@ async def _run_one(
     finished = {name: await dependencies[name] for name in check.depends_on}
     started = clock()
     timeout += check.budget_seconds(targets)
+    logger = _log.getChild(check.name)
+    logger.addFilter(_visible_record)  # once: a logger keeps one copy of a filter
     ctx = CheckContext(
         targets=targets,
         deadline=started + timeout,
         dependencies=finished,
         resolver=resolver,
-        logger=_log.getChild(check.name),
+        logger=logger,
         clock=clock,
         progress=lambda fraction, text: progress(check.name, fraction, text),
     )
@@ -79,7 +107,8 @@ async def _run_one(
         while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
             exc = exc.exceptions[0]  # a TaskGroup's wrapper says nothing about the cause
         outcome = Outcome(Status.ERROR, Reason.EXCEPTION, f"{type(exc).__name__}: {exc}")
-    return CheckResult(check.name, outcome.status, outcome.reason, outcome.detail, clock() - started, outcome.evidence)
+    return CheckResult(check.name, outcome.status, outcome.reason, bounded(outcome.detail), clock() - started,
+                       _bound_strings(outcome.evidence))
 
 
 async def run_checks(

@@ -1,0 +1,209 @@
+"""`--redact`: no address, host, user or target name survives in any string or key of the report,
+nor in any of its renderings, and the redacted report is still valid against the schema."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+import re
+import socket
+from datetime import datetime, timezone
+from unittest import mock
+
+import pytest
+from conftest import validate_report
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from test_facts import binding, interfaces, server
+from test_report import sample_report
+
+from agent.config import build_settings
+from agent.facts import derive_facts
+from agent.render import render_json, render_markdown, render_text
+from agent.report import build_report, redact
+from agent.verdicts import evaluate, load_ruleset
+
+HOST, FQDN, USER, HOME = "lab-host7", "lab-host7.corp.example.net", "alice", "/home/alice"
+
+
+@contextlib.contextmanager
+def this_host(hostname=HOST, fqdn=FQDN, user=USER, home=HOME, sudo_user=None):
+    """Redaction reads this host's names when it runs: give it known ones."""
+    environment = {"SUDO_USER": sudo_user} if sudo_user else {}
+    with mock.patch.object(socket, "gethostname", return_value=hostname), \
+         mock.patch.object(socket, "getfqdn", return_value=fqdn), \
+         mock.patch("getpass.getuser", return_value=user), \
+         mock.patch("os.path.expanduser", return_value=home), \
+         mock.patch.dict(os.environ, environment):
+        if not sudo_user:
+            os.environ.pop("SUDO_USER", None)
+        yield
+
+
+def report_with(detail="", evidence=None, hostname=HOST, **requirements):
+    report = json.loads(json.dumps(sample_report(**requirements)))
+    report["host"]["hostname"] = hostname
+    report["checks"][0]["detail"] = detail
+    report["checks"][0]["evidence"].update(evidence or {})
+    return report
+
+
+def outputs(report) -> dict[str, str]:
+    return {"json": render_json(report), "text": render_text(report), "markdown": render_markdown(report)}
+
+
+@pytest.mark.parametrize("ruleset", ["azure-current", "azure-2015"])
+def test_an_address_before_a_full_stop_is_hidden(ruleset):
+    """The reported leak: "This host has an Internet-facing IPv4 address: 198.51.100.2." kept it."""
+    public = ("198.51.100.2", 40000)
+    results = [interfaces("198.51.100.2"), binding(server(local=public, mapped=public))]
+    facts = derive_facts(results)
+    settings = build_settings({"ruleset": ruleset})
+    verdicts = evaluate(load_ruleset(ruleset), facts, settings.requirements.to_dict())
+    moment = datetime.now(timezone.utc)
+    report = build_report(settings, moment, moment, results, facts, verdicts)
+    reason = next(r for r in report["options"]["s2s"]["reasons"] if r["rule"].endswith(".s2s.public-ipv4"))
+    assert reason["text"].endswith("address: 198.51.100.2.")
+    with this_host():
+        hidden = validate_report(redact(report))
+    for name, text in outputs(hidden).items():
+        assert "198.51.100.2" not in text, name
+    [pseudonym] = hidden["facts"]["public_ipv4"]["addresses"]
+    assert pseudonym.startswith("public-ipv4-")
+    assert f"address: {pseudonym}." in json.dumps(hidden["options"]["s2s"]["reasons"])
+
+
+@pytest.mark.parametrize(("text", "secret", "shown"), [
+    ("seen at 198.51.100.2, then 198.51.100.2.", "198.51.100.2", "seen at public-ipv4-1, then public-ipv4-1."),
+    ("from 198.51.100.2:3478 to [2001:db8::1]:443", "2001:db8::1", "from public-ipv4-1:3478 to [public-ipv6-1]:443"),
+    ("GET https://198.51.100.2:8081/healthprobe", "198.51.100.2", "GET https://public-ipv4-1:8081/healthprobe"),
+    ("GET https://[2001:db8::1]:8081/healthprobe", "2001:db8::1", "GET https://[public-ipv6-1]:8081/healthprobe"),
+    ("IP Address:2001:DB8:0:0:0:0:0:1, IP Address:198.51.100.2", "2001:DB8", "IP Address:public-ipv6-1, IP Address:public-ipv4-1"),
+    ("fe80::1%eth0 is fe80::1", "fe80::1", "link-local-ipv6-1%eth0 is link-local-ipv6-1"),
+    ("::ffff:198.51.100.2 maps 198.51.100.2", "198.51.100.2", "::ffff:public-ipv4-1 maps public-ipv4-1"),
+    ("2001:0db8:0000:0000:0000:0000:0000:0001 is 2001:db8::1.", "db8", "public-ipv6-1 is public-ipv6-1."),
+    ("not an address: 999.198.51.100.2", "198.51.100.2", "not an address: 999.public-ipv4-1"),
+    ("version 1.198.51.100.2", "198.51.100.2", "version public-ipv4-1.2"),
+    ("x=10.0.0.2;y=100.64.0.9", "10.0.0.2", "x=rfc1918-ipv4-1;y=cgnat-ipv4-1"),
+])
+def test_address_forms(text, secret, shown):
+    with this_host():
+        hidden = redact(report_with(detail=text))
+    assert hidden["checks"][0]["detail"] == shown
+    assert secret.lower() not in json.dumps(hidden).lower()
+
+
+def test_what_is_not_an_address_stays():
+    text = "at 04:19:46.893Z, MAC 02:42:ac:11:00:02, kernel 6.1.0-28, 0.5 s, ratio 1.2.3"
+    with this_host():
+        assert redact(report_with(detail=text))["checks"][0]["detail"] == text
+
+
+def test_keys_are_redacted_too():
+    with this_host():
+        hidden = validate_report(redact(report_with(evidence={"by_server": {"198.51.100.2:3478": {HOST: 1}}})))
+    assert hidden["checks"][0]["evidence"]["by_server"] == {"public-ipv4-1:3478": {"host-1": 1}}
+
+
+def test_names_whole_labels_longest_first_and_case_blind():
+    detail = f"{FQDN.upper()} aka {HOST} in corp.example.net; backup.{HOST} is not {HOST}-2; {HOME}/x by {USER}"
+    with this_host():
+        hidden = redact(report_with(detail=detail))
+    assert hidden["host"]["hostname"] == "host-1"
+    assert hidden["checks"][0]["detail"] == ("host-2 aka host-1 in domain-1; backup.host-1 is not "
+                                             f"{HOST}-2; home-1/x by user-1")
+
+
+def test_a_sudo_caller_and_target_names_are_hidden_but_not_root_nor_the_default_servers():
+    """root is every Unix host's administrator: it names no one, and hiding it would also rename
+    "run as root". xcheck's default STUN servers are the same for everyone."""
+    report = report_with(detail="run as root by bob for vpngw.contoso.example via stun.l.google.com", hostname=HOST)
+    report["targets"] = {"stun": ["stun.l.google.com:19302", "203.0.113.10:3478"], "iperf": "far.contoso.example:5201",
+                         "gateways": ["vpngw.contoso.example"]}
+    with this_host(user="root", home="/root", sudo_user="bob"):
+        hidden = validate_report(redact(report))
+    assert hidden["targets"] == {"stun": ["stun.l.google.com:19302", "public-ipv4-1:3478"], "iperf": "target-1:5201",
+                                 "gateways": ["target-2"]}
+    assert hidden["checks"][0]["detail"] == "run as root by user-1 for target-2 via stun.l.google.com"
+
+
+@pytest.mark.parametrize("hostname", ["ok", "public", "upload", "conditional", "xcheck"])
+def test_a_host_named_like_the_schema_vocabulary_keeps_the_report_valid(hostname):
+    report = report_with(detail=f"on {hostname}", hostname=hostname)
+    with this_host(hostname=hostname, fqdn=hostname):
+        hidden = validate_report(redact(report))
+    assert hidden["host"]["hostname"] == "host-1" and hidden["checks"][0]["detail"] == "on host-1"
+    assert hidden["checks"][0]["status"] == "ok" and hidden["tool"]["name"] == "xcheck"
+
+
+def test_the_original_is_untouched_and_pseudonyms_are_stable():
+    report = report_with(detail="198.51.100.2 198.51.100.7 198.51.100.2")
+    with this_host():
+        first, second = redact(report), redact(report)
+    assert first == second and first["checks"][0]["detail"] == "public-ipv4-1 public-ipv4-2 public-ipv4-1"
+    assert report["checks"][0]["detail"] == "198.51.100.2 198.51.100.7 198.51.100.2" and report["redacted"] is False
+
+
+# ---------------------------------------------------------------- fuzz
+
+def _ipv4_forms(ip: ipaddress.IPv4Address):
+    text = str(ip)
+    return st.sampled_from([text, f"{text}:3478", f"{text}.", f"http://{text}:8081/p", f"IP Address:{text}"])
+
+
+def _ipv6_forms(ip: ipaddress.IPv6Address):
+    forms = [ip.compressed, ip.exploded, ip.compressed.upper(), f"[{ip.compressed}]:443",
+             f"https://[{ip.compressed}]:8081/p", f"IP Address:{ip.exploded.upper()}", f"{ip.compressed}%eth0"]
+    return st.sampled_from(forms)
+
+
+ipv4s = st.ip_addresses(v=4).flatmap(lambda ip: st.tuples(st.just(str(ip)), _ipv4_forms(ip)))
+ipv6s = st.ip_addresses(v=6).flatmap(lambda ip: st.tuples(st.just(ip.compressed), _ipv6_forms(ip)))
+# Host names: labels with a letter first; none of them may be a hex-only label an IPv6 address could
+# hold (the test looks for leaks by substring) nor a word the report itself uses.
+labels = st.from_regex(r"[g-z][a-z0-9]{2,9}", fullmatch=True)
+hostnames = st.lists(labels, min_size=1, max_size=3).map(".".join)
+# Between secrets: at least one character that ends an address or a name (a digit, hex digit,
+# colon or dot would make a longer token, "-" and "_" a longer name).
+glue = st.text(alphabet=" ,;=/()<>'\"\t\n!?[]", min_size=1, max_size=4)
+
+
+def _baseline_words() -> str:
+    with this_host(hostname="nohost", fqdn="nohost", user="nouser", home="/nohome"):
+        report = report_with(hostname="nohost")
+        return "\n".join(outputs(report).values()) + "\n".join(outputs(redact(report)).values())
+
+
+BASELINE = _baseline_words()
+
+
+def _occurs(name: str, text: str) -> bool:
+    return re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text, re.IGNORECASE) is not None
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(addresses=st.lists(st.one_of(ipv4s, ipv6s), min_size=1, max_size=6), host=hostnames, user=labels,
+       target=hostnames, glues=st.lists(glue, min_size=8, max_size=8))
+def test_no_address_or_name_survives_any_rendering(addresses, host, user, target, glues):
+    names = [host, user, target]
+    assume(not any(_occurs(part, BASELINE) for name in names for part in [name, *name.split(".")]))
+    assume(len({n.lower() for n in names}) == 3 and not any(a != b and _occurs(a, b) for a in names for b in names))
+    forms = [form for _, form in addresses]
+    words = forms + [host, user, target]
+    free_text = "".join(g + w for g, w in zip(glues, words)) + glues[-1]
+    report = report_with(detail=free_text, evidence={free_text: [free_text, {"peer": free_text}]}, hostname=host)
+    report["options"]["p2s"]["reasons"][0]["text"] = free_text
+    report["facts"]["public_ipv4"]["addresses"] = [canonical for canonical, _ in addresses]
+    report["targets"]["gateways"] = [target]
+    with this_host(hostname=host, fqdn=host, user=user, home=f"/home/{user}"):
+        hidden = validate_report(redact(report))
+    for name, rendered in outputs(hidden).items():
+        # An IPv4-mapped address shows as "::ffff:" and its IPv4 pseudonym: that "::" hides nothing.
+        lowered = re.sub(r"::ffff:(?=[a-z0-9-]+-ipv4-\d)", "", rendered.lower())
+        for canonical, form in addresses:
+            assert canonical.lower() not in lowered, (name, canonical)
+            assert form.lower() not in lowered, (name, form)
+        for secret in names:
+            assert not _occurs(secret, rendered), (name, secret)

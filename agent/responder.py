@@ -13,10 +13,9 @@ import logging
 import signal
 from pathlib import Path
 
-from agent.config import MAX_TIMEOUT_SECONDS
 from agent.esp_echo import serve_esp_echo
 from agent.ike_stub import serve_ike
-from agent.iperf3_server import Iperf3Server
+from agent.iperf3_server import DEFAULT_MAX_TEST_SECONDS, Iperf3Server
 from agent.stun_server import serve_stun
 from agent.tls_responder import serve_tls
 
@@ -25,7 +24,7 @@ _log = logging.getLogger("xcheck.responder")
 
 async def serve(listen: str, stun_port: int, iperf_port: int, tls_ports: tuple[int, int] = (443, 8081),
                 cert: Path | None = None, key: Path | None = None, alternate: str | None = None,
-                stop: asyncio.Event | None = None) -> None:
+                stop: asyncio.Event | None = None, max_test_seconds: int = DEFAULT_MAX_TEST_SECONDS) -> None:
     """Serve until `stop` is set, or SIGTERM / SIGINT arrives."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -41,7 +40,7 @@ async def serve(listen: str, stun_port: int, iperf_port: int, tls_ports: tuple[i
     except PermissionError:
         echo = None
         _log.warning("ESP echo off: it needs CAP_NET_RAW (run as root)")
-    iperf = Iperf3Server(listen, iperf_port, logger=_log.getChild("iperf3"), max_duration_seconds=MAX_TIMEOUT_SECONDS)
+    iperf = Iperf3Server(listen, iperf_port, logger=_log.getChild("iperf3"), max_duration_seconds=max_test_seconds)
     try:
         await iperf.start()
         _log.info("listening: STUN udp/%s:%d, iperf3 tcp/%s:%d, SSTP tcp/%s:%d, health probe tcp/%s:%d",

@@ -8,9 +8,12 @@ Without a certificate it makes a self-signed one at start with the `openssl` CLI
 package `openssl`): the `cryptography` package is not a runtime dependency of xcheck, and
 standard-library `ssl` cannot make certificates. The SHA-256 fingerprint is logged so users can pin it (--gateway-fingerprint).
 
-Guard rails: a per-source rate limit on new connections (checked before the TLS handshake,
-which costs the most), a cap on connections at once, a time limit and size cap on each
-request head, and strict parsing; anything else closes the connection.
+Guard rails, so that a few sources cannot take the listeners from everyone: a per-source rate
+limit on new connections and a cap on connections open at once per source and in all (both
+checked before the TLS handshake, which costs the most); time limits on the handshake, on the
+request head (a client that trickles it is cut off as one that sends nothing) and on silence
+after the SSTP answer, so that no connection holds its slot for long; a size cap on the
+request head and strict parsing. Anything else closes the connection.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from agent.rate_limit import TokenBuckets
+from agent.rate_limit import ConnectionSlots, TokenBuckets, source_key
 from checks.sstp import SSTP_CONTENT_LENGTH, SSTP_PATH
 from checks.tls_client import MAX_HEAD_BYTES, HttpParseError, RequestHead, parse_request_head
 
@@ -37,10 +41,19 @@ from checks.tls_client import MAX_HEAD_BYTES, HttpParseError, RequestHead, parse
 RATE_PER_SECOND = 5.0
 BURST = 20.0
 MAX_CONNECTIONS = 128
-REQUEST_SECONDS = 10.0  # TLS handshake and request head together
+# One xcheck run holds at most six at once per gateway it names (tls_tcp443, sstp and
+# gateway_health, each of which may connect again without verification before the server has
+# seen the first one close). Hosts behind one NAT share it; 16 sources fill MAX_CONNECTIONS.
+MAX_CONNECTIONS_PER_SOURCE = 8
+# A TLS handshake is two round trips, a request head one: seconds cover a satellite link
+# several times over, and bound how long a silent or trickling client keeps its slot.
+HANDSHAKE_SECONDS = 5.0
+REQUEST_SECONDS = 5.0  # from the end of the handshake to the end of the head, however it trickles
 # After the 200 an SSTP client sends its Call Connect Request and waits; we hold the line
-# this long (reading and dropping at most SSTP_DRAIN_BYTES) so the client sees a server
-# that stops talking, not one that hangs up at once.
+# (reading and dropping at most SSTP_DRAIN_BYTES) so the client sees a server that stops
+# talking, not one that hangs up at once: until it is silent for IDLE_SECONDS, at most
+# SSTP_HOLD_SECONDS.
+IDLE_SECONDS = 5.0
 SSTP_HOLD_SECONDS = 10.0
 SSTP_DRAIN_BYTES = 65536
 CLOSE_SECONDS = 1.0
@@ -50,6 +63,27 @@ _PEM_END = "-----END CERTIFICATE-----"
 # Shaped like the gateway's own answer (an XML string naming the instance), saying what we are.
 HEALTH_BODY = (b'<?xml version="1.0"?><string xmlns="http://schemas.microsoft.com/2003/10/Serialization/">'
                b"xcheck responder</string>")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the TLS listeners grant (the defaults above; tests shorten them).
+
+    A connection holds its slot at most handshake + request + SSTP hold + CLOSE_SECONDS
+    (21 s by default), and a silent one at most the handshake or request time (5 s).
+    """
+
+    per_source: int = MAX_CONNECTIONS_PER_SOURCE
+    total: int = MAX_CONNECTIONS
+    handshake_seconds: float = HANDSHAKE_SECONDS
+    request_seconds: float = REQUEST_SECONDS
+    idle_seconds: float = IDLE_SECONDS
+    sstp_hold_seconds: float = SSTP_HOLD_SECONDS
+
+    def __str__(self) -> str:
+        return (f"{self.per_source} connections per source, {self.total} in all; "
+                f"handshake {self.handshake_seconds:g} s, request head {self.request_seconds:g} s, "
+                f"idle {self.idle_seconds:g} s, SSTP hold {self.sstp_hold_seconds:g} s")
 
 
 # A port's answer to a request: (bytes to send, whether SSTP would follow so the line stays open).
@@ -83,27 +117,28 @@ def _not_found() -> bytes:
 
 
 class TlsResponder:
-    """One TLS context, one rate limit and one connection count for all of the ports."""
+    """One TLS context, one rate limit and one set of connection slots for all of the ports."""
 
-    def __init__(self, context: ssl.SSLContext, logger: logging.Logger, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, context: ssl.SSLContext, logger: logging.Logger, limits: Limits = Limits(),
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._context = context
         self._log = logger
+        self._limits = limits
         self._buckets = TokenBuckets(RATE_PER_SECOND, BURST, clock)
-        self._connections = 0
+        self._slots = ConnectionSlots(limits.per_source, limits.total)
 
     def handler(self, answer: Answer) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             source = writer.get_extra_info("peername")[0]
-            refused = None
-            if self._connections >= MAX_CONNECTIONS:
-                refused = "busy"
-            elif not self._buckets.allow(source):
+            key = source_key(source)
+            refused = self._slots.take(key)
+            if refused is None and not self._buckets.allow(key):
+                self._slots.give_back(key)
                 refused = "rate limited"
             if refused:
                 self._log.debug("%s: connection refused: %s", source, refused)
                 writer.transport.abort()
                 return
-            self._connections += 1
             try:
                 await self._serve(reader, writer, answer, source)
                 await self._close(writer)
@@ -114,15 +149,16 @@ class TlsResponder:
             except Exception:  # a bug must cost one connection, not the responder
                 self._log.exception("%s: connection failed", source)
             finally:
-                self._connections -= 1
+                self._slots.give_back(key)
                 writer.transport.abort()
         return serve
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                      answer: Answer, source: str) -> None:
         try:
-            async with asyncio.timeout(REQUEST_SECONDS):
+            async with asyncio.timeout(self._limits.handshake_seconds):
                 await writer.start_tls(self._context)
+            async with asyncio.timeout(self._limits.request_seconds):
                 head = await reader.readuntil(b"\r\n\r\n")
             request = parse_request_head(head)
         except (HttpParseError, asyncio.LimitOverrunError) as exc:
@@ -140,12 +176,15 @@ class TlsResponder:
         if sstp:
             await self._hold(reader)
 
-    @staticmethod
-    async def _hold(reader: asyncio.StreamReader) -> None:
+    async def _hold(self, reader: asyncio.StreamReader) -> None:
         drained = 0
         try:
-            async with asyncio.timeout(SSTP_HOLD_SECONDS):
-                while drained < SSTP_DRAIN_BYTES and (chunk := await reader.read(4096)):
+            async with asyncio.timeout(self._limits.sstp_hold_seconds):
+                while drained < SSTP_DRAIN_BYTES:
+                    async with asyncio.timeout(self._limits.idle_seconds):
+                        chunk = await reader.read(4096)
+                    if not chunk:
+                        break
                     drained += len(chunk)
         except (TimeoutError, OSError):
             pass  # the client went quiet or away: either way we are done
@@ -188,7 +227,8 @@ async def self_signed(directory: Path, host: str) -> tuple[Path, Path]:
 
 
 async def serve_tls(host: str, ports: tuple[int, int] = (443, 8081), cert: Path | None = None,
-                    key: Path | None = None, logger: logging.Logger | None = None) -> list[asyncio.AbstractServer]:
+                    key: Path | None = None, logger: logging.Logger | None = None,
+                    limits: Limits = Limits()) -> list[asyncio.AbstractServer]:
     """Listen on host: `ports[0]` for SSTP, `ports[1]` for the health probe (0: any free port).
 
     `cert` is a PEM chain, leaf first; `key` may be None when that file holds the key too.
@@ -211,7 +251,8 @@ async def serve_tls(host: str, ports: tuple[int, int] = (443, 8081), cert: Path 
     leaf = pem[:pem.index(_PEM_END) + len(_PEM_END)] if _PEM_END in pem else pem
     fingerprint = hashlib.sha256(ssl.PEM_cert_to_DER_cert(leaf)).hexdigest()
     log.info("TLS certificate %s, SHA-256 %s", "self-signed (openssl)" if cert is None else cert, fingerprint)
-    responder = TlsResponder(context, log)
+    log.info("TLS limits: %s", limits)
+    responder = TlsResponder(context, log, limits)
     servers = []
     try:
         for port, answer in zip(ports, (_sstp_answer, _health_answer), strict=True):

@@ -182,6 +182,10 @@ TABLE = [
     ("azure-current", with_reach(MEASURED_PUBLIC, ike_udp500=True, esp=True, tls_tcp443=True, sstp=True), req(vpn_device=True),
      ("feasible", "feasible", "unknown", "unknown"),
      {"current.s2s.esp-echoed"}),
+    # A web server on 443: TLS answers, SSTP does not.
+    ("azure-current", with_reach(MEASURED_PUBLIC, tls_tcp443=True, sstp=False), req(vpn_device=True),
+     ("conditional", "conditional", "unknown", "unknown"),
+     {"current.p2s.sstp-unavailable", "current.p2s.tls-reachable"}),
     # Clients: the seed's "a few", today's SSTP limit of 128 and the largest gateway's 10,000.
     ("azure-2015", MEASURED_PUBLIC, req(clients=50),
      ("conditional", "conditional", "unknown", "unknown"), {"2015.p2s.many-clients"}),

@@ -83,6 +83,8 @@ class _Session:
     streams: list[socket.socket] = field(default_factory=list)
     streams_ready: asyncio.Event = field(default_factory=asyncio.Event)
     collecting: bool = False  # CREATE_STREAMS sent, streams not all here yet
+    finishing: bool = False  # results sent: the session ends within DONE_TIMEOUT_SECONDS
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Iperf3Server:
@@ -97,7 +99,6 @@ class Iperf3Server:
         self._listener: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
         self._session: _Session | None = None
-        self._session_task: asyncio.Task[None] | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -109,7 +110,7 @@ class Iperf3Server:
         self._log.info("iperf3 server listening on %s:%d", self.host, self.port)
 
     async def close(self) -> None:
-        tasks = [task for task in (self._accepting, self._session_task, *self._side_tasks) if task is not None]
+        tasks = [task for task in (self._accepting, *self._side_tasks) if task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -132,12 +133,29 @@ class Iperf3Server:
             conn.setblocking(False)
             peer = f"{address[0]}:{address[1]}"
             if self._session is None:
-                self._session = _Session(peer, loop.time())
-                self._session_task = asyncio.create_task(self._serve(conn, self._session), name=f"iperf3 {peer}")
+                self._admit(conn, peer)
             elif self._session.collecting:
                 self._spawn(self._offer_stream(conn, peer))
+            elif self._session.finishing:
+                # A client's next test (xcheck's next stage) may connect before the last one's
+                # IPERF_DONE is read: wait for the slot rather than call the server busy.
+                self._spawn(self._admit_after(conn, peer, self._session))
             else:
                 self._spawn(self._deny(conn, peer))
+
+    def _admit(self, conn: socket.socket, peer: str) -> None:
+        self._session = _Session(peer, asyncio.get_running_loop().time())
+        self._spawn(self._serve(conn, self._session))
+
+    async def _admit_after(self, conn: socket.socket, peer: str, finishing: _Session) -> None:
+        try:
+            await asyncio.wait_for(finishing.ended.wait(), DONE_TIMEOUT_SECONDS + self.idle_timeout_seconds)
+        except TimeoutError:
+            pass
+        if self._session is None:
+            self._admit(conn, peer)
+        else:
+            await self._deny(conn, peer)
 
     def _spawn(self, coroutine) -> None:
         task = asyncio.create_task(coroutine)
@@ -196,14 +214,16 @@ class Iperf3Server:
             self._log.exception("iperf3 test with %s failed", session.peer)
         finally:
             session.collecting = False
+            # The slot is free once the test is over, not once its threads are joined: xcheck's next
+            # stage connects right after IPERF_DONE and must not be told the server is busy.
+            if self._session is session:
+                self._session = None
+            session.ended.set()
             unused = [sock for sock in session.streams if all(pump.sock is not sock for pump in pumps)]
             for sock in unused:
                 sock.close()
             await asyncio.shield(asyncio.to_thread(close_pumps, pumps))
             conn.close()
-            if self._session is session:
-                self._session = None
-                self._session_task = None
 
     @property
     def _margin_seconds(self) -> float:
@@ -274,6 +294,7 @@ class Iperf3Server:
         ours = results_json(cpu=cpu_percent, sending=parameters.reverse, has_retransmits=None not in retransmits,
                             congestion=congestion, streams=streams)
         await _send(conn, encode_json(ours) + encode_state(State.DISPLAY_RESULTS), idle)
+        session.finishing = True
         received = sum(s.bytes for s in streams) if not parameters.reverse else client.total_bytes
         self._log.info("iperf3 test from %s done: %d bytes received in %.3f s", session.peer, received,
                        ended - baseline.since)

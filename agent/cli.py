@@ -123,7 +123,7 @@ def _run(config: Path | None, flags: dict, output_format: OutputFormat, output: 
     import asyncio
 
     from agent.assessment import assess
-    from agent.config import ConfigError, build_settings, load_file, parse_values
+    from agent.config import ConfigError, build_settings, from_environment, load_file, parse_values
     from agent.output import ReportWriteError, check_output, write_report
     from agent.render import RENDERERS
     from agent.report import redact as redact_report
@@ -132,7 +132,10 @@ def _run(config: Path | None, flags: dict, output_format: OutputFormat, output: 
     labels = {field: flag for flag, field in _FLAG_FIELDS.items()}
     try:
         from_file = load_file(config) if config else {}
-        settings = build_settings(from_file, parse_values(given, "command line", labels))
+        from_flags = parse_values(given, "command line", labels)
+        # HTTPS_PROXY counts only where no proxy was set: a bad one must not block a good --proxy.
+        from_env = {} if "proxy" in from_file or "proxy" in from_flags else from_environment()
+        settings = build_settings(from_env, from_file, from_flags)
     except ConfigError as exc:
         raise _fail("bad settings:\n  " + "\n  ".join(exc.lines()), EXIT_USAGE) from None
     if output is not None:

@@ -98,8 +98,7 @@ class Settings:
     iperf: Endpoint | None = None
     gateway: tuple[str, ...] = ()
     gateway_fingerprint: str | None = None
-    # CONNECT proxy for TLS probes; like curl and pip, HTTPS_PROXY is the default.
-    proxy: str | None = field(default_factory=lambda: os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"))
+    proxy: str | None = None  # CONNECT proxy for TLS probes (see from_environment)
     throughput: bool = True
     throughput_seconds: float = 10.0
     streams: int = 4
@@ -304,6 +303,16 @@ def load_file(path: Path) -> dict[str, Any]:
     except RecursionError:  # tomllib descends once per nested array or inline table
         raise ConfigError([f"{path}: not a config: arrays or tables nested too deeply"]) from None
     return parse_values(_flatten(table), str(path))
+
+
+def from_environment(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """The layer below the config file: like curl and pip, HTTPS_PROXY is the default proxy.
+    Validated as --proxy is, so a bad value is a usage error naming the variable, never a
+    check that fails later with the URL (and its password) in the report."""
+    for variable in ("HTTPS_PROXY", "https_proxy"):
+        if environ.get(variable):
+            return parse_values({"proxy": environ[variable]}, "environment", {"proxy": variable})
+    return {}
 
 
 def build_settings(*layers: Mapping[str, Any]) -> Settings:

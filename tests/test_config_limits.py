@@ -328,3 +328,33 @@ def test_a_deeply_nested_config_exits_2(tmp_path, nesting):
     completed, _ = run_xcheck("run", "--stun", SILENT_STUN, "--config", str(write(tmp_path, nesting + "\n")))
     assert completed.returncode == 2, completed.stderr
     assert "nested too deeply" in completed.stderr and "internal error" not in completed.stderr
+
+
+# ---- HTTPS_PROXY, the layer below the config file ----
+
+def test_https_proxy_from_the_environment_is_validated_like_the_flag():
+    from agent.config import from_environment
+
+    assert from_environment({"HTTPS_PROXY": "http://proxy.example.net:3128"}) == {"proxy": "http://proxy.example.net:3128"}
+    assert from_environment({"https_proxy": "http://192.0.2.8:8080"}) == {"proxy": "http://192.0.2.8:8080"}
+    assert from_environment({}) == {}
+    with pytest.raises(ConfigError) as refused:
+        from_environment({"HTTPS_PROXY": "socks5://user:secret@proxy.example.net:1080"})
+    assert "HTTPS_PROXY: expected http://[USER:PASSWORD@]HOST:PORT" in refused.value.lines()[0]
+    assert "secret" not in "".join(refused.value.lines())
+
+
+def test_a_bad_https_proxy_exits_2_unless_a_proxy_is_given():
+    import os
+    import subprocess
+
+    from conftest import XCHECK
+
+    environ = os.environ | {"HTTPS_PROXY": "http://user:secret@proxy.example.net"}  # no port
+    bad = subprocess.run([XCHECK, "run", "--stun", SILENT_STUN, "--timeout", "1"], env=environ,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "HTTPS_PROXY: expected http://" in bad.stderr and "secret" not in bad.stderr
+    # --proxy wins over the environment, so the bad variable is not even read.
+    good = subprocess.run([XCHECK, "run", "--stun", SILENT_STUN, "--timeout", "1", "--proxy", "http://192.0.2.8:3128",
+                           "--format", "json"], env=environ, capture_output=True, text=True, timeout=60)
+    assert good.returncode == 0, good.stderr

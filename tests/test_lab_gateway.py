@@ -14,6 +14,10 @@ from lab import Lab
 pytestmark = [pytest.mark.lab, needs_lab]
 
 GATEWAY = "203.0.113.10"
+# Each check's deadline. Generous: the IKE checks import scapy inside it (0.4 s on an idle core,
+# seconds on a loaded CI machine), and a probe that has not sent by then reports silence. Where a
+# port is dropped, the run waits all of it.
+TIMEOUT_SECONDS = "8"
 
 
 def start_responder(lab: Lab, *extra: str, prefix: tuple[str, ...] = ()) -> None:
@@ -31,7 +35,7 @@ def start_responder(lab: Lab, *extra: str, prefix: tuple[str, ...] = ()) -> None
 
 
 def probe(lab: Lab, *extra: str):
-    return run_xcheck("run", "--format", "json", "--stun", GATEWAY, "--gateway", GATEWAY, "--timeout", "2",
+    return run_xcheck("run", "--format", "json", "--stun", GATEWAY, "--gateway", GATEWAY, "--timeout", TIMEOUT_SECONDS,
                       "--vpn-device", *extra, lab=lab)
 
 

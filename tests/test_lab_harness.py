@@ -163,13 +163,13 @@ def test_each_nat_mode_builds_and_reaches_cloud(nat):
         assert set(lab.namespaces) <= _netns_names()
         addrs = lab.run(lab.onprem, ["ip", "-4", "-o", "addr", "show"], check=True).stdout
         assert expected_onprem + "/" in addrs
-        r = lab.run(lab.onprem, ["ping", "-c1", "-W2", lab.stun_primary])
+        r = lab.run(lab.onprem, ["ping", "-c1", "-W10", lab.stun_primary])  # -W: only a bound on a hang
         assert r.returncode == 0, r.stdout + r.stderr
         # the STUN server sees the router's address behind NAT, onprem's own in public mode
         seen = lab.run(lab.onprem, [sys.executable, "-c", _STUN_CLIENT, lab.stun_primary], check=True)
         want = expected_onprem if nat == "public" else lab.router_wan_address
         assert seen.stdout.split()[0].split(":")[0] == want
-        assert lab.timings["setup"] < 10
+        assert lab.timings["setup"] < 60  # a bound on a hang, generous for a loaded machine
 
 
 @needs_lab
@@ -205,7 +205,7 @@ def test_udp_drop_natdiscovery_gets_no_answer():
         t = time.monotonic()
         r = lab.natdiscovery(timeout=15)
         took = time.monotonic() - t
-    assert took < 16
+    assert took < 15 + 15  # killed at its timeout, not left running (generous for a loaded machine)
     assert (r["mapping"], r["filtering"], r["responses"]) == (None, None, 0), r["raw"]
     assert r["timed_out"] or "STUN receive timeout.." in r["raw"].splitlines()
 
@@ -222,7 +222,7 @@ def test_udp_drop_vs_reject_and_router_iptables():
         # router_iptables acts on this lab's router only
         open_.router_iptables("-I", "FORWARD", "-p", "icmp", "-j", "DROP")
         assert open_.run(open_.onprem, ["ping", "-c1", "-W1", open_.stun_primary]).returncode != 0
-        assert drop.run(drop.onprem, ["ping", "-c1", "-W1", drop.stun_primary]).returncode == 0
+        assert drop.run(drop.onprem, ["ping", "-c1", "-W10", drop.stun_primary]).returncode == 0
 
 
 @needs_lab
@@ -254,7 +254,7 @@ def test_teardown_removes_namespaces_and_processes():
     assert not set(nss) & _netns_names()
     assert not any(_alive(p) for p in pids)
     assert not os.path.exists(lab.tmpdir)
-    assert lab.timings["teardown"] < 5
+    assert lab.timings["teardown"] < 60  # killed, not waited for (sleep 300); generous for a loaded machine
 
 
 @needs_lab

@@ -41,8 +41,11 @@ pytestmark = [pytest.mark.lab, needs_lab, pytest.mark.skipif(
     reason=f"needs {', '.join(_MISSING)} (Debian: apt-get install -y strongswan-charon strongswan-swanctl "
            "charon-systemd ike-scan)")]
 
-PROBE_TIMEOUT_SECONDS = 1.5  # what a dropped port costs each probe
-READY_SECONDS = 10.0
+# What a dropped port costs each test. Generous: the deadline starts before the probe imports
+# scapy (0.4 s on an idle core, seconds on a loaded CI machine), and a probe that has not sent
+# by then reports silence.
+PROBE_TIMEOUT_SECONDS = 10.0
+READY_SECONDS = 30.0  # only a bound on waiting for charon: it is ready in a fraction of a second
 SWANCTL_CONF = """\
 connections {
   lab {
@@ -135,7 +138,7 @@ def charon(lab: Lab, swanctl_conf: str = SWANCTL_CONF, cookie_threshold_ip: int 
         process.terminate()  # the lab kills whatever is left with the namespace
 
 
-def run_together(lab: Lab, commands: dict[str, list[str]], timeout: float = 20) -> dict[str, str]:
+def run_together(lab: Lab, commands: dict[str, list[str]], timeout: float = 60) -> dict[str, str]:
     """Run commands at once in onprem (so a dropped port costs one wait, not one each); their stdout."""
     processes = {name: lab.spawn(lab.onprem, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  cwd=REPO) for name, argv in commands.items()}
@@ -267,7 +270,10 @@ def test_a_blocked_port_fails_with_the_reason_and_the_other_still_answers(nat_la
         assert gateway["reachable"] is False and gateway["result"] == reason
         assert "0 returned handshake; 0 returned notify" in ike_scan[check]
         if icmp_code is None:
-            assert gateway["icmp"] is None and gateway["attempts"] >= 2  # retransmitted before giving up
+            # Sent, and silence until the deadline. How many retransmissions fit depends on how busy
+            # the machine is; the schedule itself is tested in test_ike.py.
+            assert gateway["icmp"] is None and gateway["attempts"] >= 1
+            assert gateway["detail"] == f"no answer to {gateway['attempts']} datagrams and no ICMP error"
         else:
             # The router refused, not the gateway: the ICMP error names who said no.
             assert gateway["icmp"] == {"type": 3, "code": icmp_code, "from": nat_lab.onprem_gateway,

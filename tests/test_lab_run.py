@@ -95,7 +95,10 @@ def test_udp_blocked_at_the_router(policy):
     assert nat["detected"] is None and nat["mapping"] is None and nat["reflexive_address"] is None
     checks = {c["name"]: c for c in report["checks"]}
     assert (checks["stun_binding"]["status"], checks["stun_binding"]["reason"]) == ("fail", "no_response")
-    assert checks["stun_binding"]["evidence"]["servers"][0]["attempts"] >= 2  # retransmitted
+    # Sent, then silence until the deadline: how many retransmissions fit depends on how busy the
+    # machine is (the schedule is tested in test_stun_client.py).
+    server = checks["stun_binding"]["evidence"]["servers"][0]
+    assert server["attempts"] >= 1 and server["detail"] == f"no answer to {server['attempts']} requests"
     assert (checks["nat_behavior"]["status"], checks["nat_behavior"]["reason"]) == ("skipped", "dependency_unavailable")
     assert verdicts(report)["s2s"] == "unknown"
     assert {"current.s2s.udp-blocked", "current.s2s.nat-unknown"} <= fired(report, "s2s")

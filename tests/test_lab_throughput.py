@@ -5,6 +5,7 @@ behind NAT, a shaped uplink, a busy, dead or silent far end, and `xcheck respond
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -18,13 +19,24 @@ pytestmark = [pytest.mark.lab, needs_lab]
 FAR_END = "203.0.113.10"
 
 
-def wait_listening(lab: Lab, port: int, timeout: float = 10.0) -> None:
+def wait_listening(lab: Lab, port: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if f":{port} " in lab.run(lab.cloud, ["ss", "-tlnH"]).stdout:
             return
         time.sleep(0.05)
     raise AssertionError(f"nothing listens on tcp/{port} in the cloud namespace")
+
+
+def wait_data_flowing(lab: Lab, port: int = 5201, timeout: float = 30.0) -> None:
+    """Wait until the far end has received test data (not only the control exchange) on tcp/port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sockets = lab.run(lab.cloud, ["ss", "-tinH", "state", "established", f"( sport = :{port} )"]).stdout
+        if any(int(count) > 1_000_000 for count in re.findall(r"bytes_received:(\d+)", sockets)):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no test data reached tcp/{port} in the cloud namespace")
 
 
 def iperf3_server(lab: Lab, port: int = 5201):
@@ -59,8 +71,8 @@ def test_upload_and_download_through_nat(streams):
     latency = report["facts"]["latency"]
     assert latency["rtt_p50_seconds"] is not None and latency["loss_ratio"] == 0
     assert latency["under_load"]["rtt_p50_seconds"] is not None
-    # A stock iperf3 host has no UDP responder: said, not guessed.
-    assert latency["udp"]["rtt_p50_seconds"] is None and latency["udp"]["loss_ratio"] is None
+    # UDP round trips are STUN to port 3478 of the far end: the lab's coturn on the iperf3 host answers them.
+    assert latency["udp"]["rtt_p50_seconds"] is not None and latency["udp"]["loss_ratio"] == 0
 
 
 def test_a_shaped_uplink_is_measured_and_the_vpn_verdict_follows():
@@ -83,7 +95,7 @@ def test_a_busy_server_is_a_clear_failure():
     with Lab(nat="masquerade") as lab:
         iperf3_server(lab)
         lab.spawn(lab.onprem, ["iperf3", "-c", FAR_END, "-t", "30"])
-        time.sleep(1.0)
+        wait_data_flowing(lab)  # the other client's test is under way
         completed, report = measure(lab)
     assert completed.returncode == 0
     result = checks(report)["throughput"]
@@ -96,10 +108,10 @@ def test_a_server_killed_mid_test_gives_partial_figures_and_no_hang():
         server = iperf3_server(lab)
         xcheck = lab.spawn(lab.onprem, [XCHECK, "run", "--format", "json", "--stun", FAR_END, "--iperf", FAR_END,
                                         "--throughput-seconds", "6"], stdout=-1, stderr=-1, text=True)
-        time.sleep(3.0)
+        wait_data_flowing(lab)  # mid-test: past TEST_START, data moving
         server.send_signal(signal.SIGKILL)  # `ip netns exec` execs iperf3: this pid is the server itself
         started = time.monotonic()
-        out, err = xcheck.communicate(timeout=60)
+        out, err = xcheck.communicate(timeout=120)
         waited = time.monotonic() - started
     assert xcheck.returncode == 0, err
     report = json.loads(out)
@@ -107,7 +119,7 @@ def test_a_server_killed_mid_test_gives_partial_figures_and_no_hang():
     assert result["status"] == "fail" and result["reason"] in ("connection_lost", "no_response")
     first = result["evidence"]["stages"][0]
     assert first["partial"] is True and first["ok"] is False
-    assert waited < 20  # bounded by the stage's deadline, not by TCP's own timeouts
+    assert waited < 60  # bounded by the stage's deadline, not by TCP's own timeouts (generous for a loaded machine)
 
 
 def test_a_far_end_that_never_answers_is_bounded():
@@ -125,7 +137,7 @@ def test_a_far_end_that_never_answers_is_bounded():
     assert completed.returncode == 0
     result = checks(report)["throughput"]
     assert (result["status"], result["reason"]) == ("fail", "no_response")
-    assert elapsed < 30
+    assert elapsed < 60  # bounded by the client's own timeouts, not by TCP's (generous for a loaded machine)
 
 
 def test_xcheck_responder_is_the_whole_far_end():

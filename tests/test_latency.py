@@ -40,25 +40,26 @@ def test_tcp_connect_time_on_loopback():
         closed.bind(("127.0.0.1", 0))
         closed_port = closed.getsockname()[1]  # bound, not listening: connect is refused
         try:
-            return (await tcp_connect_time("127.0.0.1", open_port, 1.0),
-                    await tcp_connect_time("127.0.0.1", closed_port, 1.0))
+            return (await tcp_connect_time("127.0.0.1", open_port, 30.0),  # only a bound on a hang
+                    await tcp_connect_time("127.0.0.1", closed_port, 30.0))
         finally:
             listener.close()
             closed.close()
 
     answered, refused = asyncio.run(main())
-    assert answered is not None and 0 < answered < 1.0
+    assert answered is not None and 0 < answered < 30.0
     assert refused is None
 
 
 def test_sampling_stops_at_its_end_time():
     async def main():
-        loop = asyncio.get_running_loop()
-
         async def instant():
             return 0.001
 
-        return await sample(instant, count=1000, interval=0.01, until=loop.time() + 0.1)
+        # The clock says when each next sample would start: the count follows from it, not from
+        # how fast a busy machine runs the loop.
+        starts = iter([0.0, 0.05, 0.09, 0.1, 0.2])
+        return await sample(instant, count=1000, interval=0.001, until=0.1, clock=lambda: next(starts))
 
     samples = asyncio.run(main())
-    assert 3 <= len(samples) <= 11
+    assert samples == [0.001] * 3

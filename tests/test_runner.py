@@ -25,12 +25,18 @@ def run(checks, timeout=2.0):
 
 
 def test_independent_checks_run_concurrently():
-    started = time.monotonic()
-    results = run([check(f"c{i}", sleeper) for i in range(5)])
-    elapsed = time.monotonic() - started
+    spans = []
+
+    async def records(ctx):
+        started = time.monotonic()
+        await sleeper(ctx)
+        spans.append((started, time.monotonic()))
+        return Outcome.ok({})
+
+    results = run([check(f"c{i}", records) for i in range(5)])
     assert [r.status for r in results] == [Status.OK] * 5
-    # Five 0.2 s sleeps in sequence would take a full second.
-    assert elapsed < 5 * 0.2 * 0.8
+    # All five were under way at once: each started before any finished (in sequence, none would).
+    assert max(start for start, _ in spans) < min(end for _, end in spans)
 
 
 def test_a_check_that_ignores_its_deadline_is_cut_off():
@@ -41,7 +47,8 @@ def test_a_check_that_ignores_its_deadline_is_cut_off():
     [result] = run([check("hangs", hangs)], timeout=0.2)
     assert (result.status, result.reason) == (Status.FAIL, Reason.TIMEOUT)
     assert result.duration_seconds < 60
-    assert time.monotonic() - started < 0.2 + GRACE_SECONDS + 1.0  # cut at the deadline plus grace
+    # Cut at the deadline plus grace, not after the 60 s sleep (generous: a loaded machine runs late).
+    assert time.monotonic() - started < 0.2 + GRACE_SECONDS + 10
 
 
 def test_a_crash_inside_a_task_group_is_reported_by_its_cause():
@@ -90,8 +97,8 @@ def test_each_check_gets_a_deadline_from_its_own_start():
         deadlines[ctx.logger.name] = ctx.remaining()
         return Outcome.ok({})
 
-    run([check("a", records)], timeout=1.5)
-    assert 1.0 < deadlines["xcheck.runner.a"] <= 1.5
+    run([check("a", records)], timeout=30)
+    assert 30 - 10 < deadlines["xcheck.runner.a"] <= 30  # generous: a loaded machine may start it late
 
 
 def test_order_rejects_unknown_dependencies_and_cycles():

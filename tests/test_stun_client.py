@@ -47,7 +47,8 @@ class ScriptedServer:
         self.sock.close()
 
 
-def transact(script, *, timeout=1.0, rto=0.05, **kwargs):
+# The default deadline only bounds a hang: answered transactions end at the answer.
+def transact(script, *, timeout=30.0, rto=0.05, **kwargs):
     async def main():
         server = ScriptedServer(script).start()
         try:
@@ -61,7 +62,8 @@ def transact(script, *, timeout=1.0, rto=0.05, **kwargs):
 
 
 def test_a_valid_answer_gives_the_mapped_address_and_an_rtt():
-    answer, requests, _ = transact(lambda n, req, src: (success(req, src), None))
+    # An RTO longer than any wait: the first request is the one answered, however busy the machine.
+    answer, requests, _ = transact(lambda n, req, src: (success(req, src), None), rto=60.0)
     assert answer.kind is AnswerKind.ANSWERED
     assert answer.mapped.port > 0 and str(answer.mapped.ip) == "127.0.0.1"
     assert answer.attempts == 1 and answer.rtt_seconds is not None
@@ -71,16 +73,18 @@ def test_a_valid_answer_gives_the_mapped_address_and_an_rtt():
 
 def test_a_lost_request_is_retransmitted_and_its_rtt_not_trusted():
     answer, requests, _ = transact(lambda n, req, src: (success(req, src), None) if n == 2 else None)
-    assert answer.kind is AnswerKind.ANSWERED and answer.attempts == 2
-    assert requests[0] == requests[1]  # same transaction ID on a retransmission
+    # At least the lost one and the answered one (a late event loop may send another meanwhile).
+    assert answer.kind is AnswerKind.ANSWERED and answer.attempts >= 2
+    assert len(set(requests)) == 1  # same transaction ID on a retransmission
     assert answer.rtt_seconds is None  # Karn: ambiguous sample
 
 
 def test_silence_is_no_response_with_retransmissions_doubling():
     answer, requests, _ = transact(lambda n, req, src: None, timeout=0.5, rto=0.05)
     assert answer.kind is AnswerKind.NO_RESPONSE
-    # Sends at 0, 0.05, 0.15, 0.35 s: doubling fits four sends in 0.5 s (not ten at a fixed 0.05).
-    assert 3 <= len(requests) <= 5 and answer.attempts == len(requests)
+    # Sends fall due at 0, 0.05, 0.15, 0.35 s (then 0.75): doubling fits at most four in 0.5 s, a
+    # fixed 0.05 s ten. A busy machine may send fewer, never more.
+    assert 1 <= len(requests) <= 4 and answer.attempts == len(requests)
 
 
 @pytest.mark.parametrize(
@@ -95,7 +99,7 @@ def test_silence_is_no_response_with_retransmissions_doubling():
     ],
 )
 def test_a_wrong_answer_is_invalid_with_a_reason(reply, detail):
-    answer, _, _ = transact(lambda n, req, src: (reply(req, src), None), timeout=0.3)
+    answer, _, _ = transact(lambda n, req, src: (reply(req, src), None), timeout=1.0)
     assert answer.kind is AnswerKind.INVALID_RESPONSE
     assert detail in answer.detail
 
@@ -114,7 +118,7 @@ def test_an_answer_from_another_address_is_refused():
     other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     other.bind(("127.0.0.2", 0))
     try:
-        answer, _, _ = transact(lambda n, req, src: (success(req, src), other), timeout=0.3)
+        answer, _, _ = transact(lambda n, req, src: (success(req, src), other), timeout=1.0)
     finally:
         other.close()
     assert answer.kind is AnswerKind.INVALID_RESPONSE
@@ -144,8 +148,9 @@ def test_a_send_the_kernel_refuses_is_a_network_error():
 
 def test_default_schedule_starts_at_500_ms_and_doubles():
     answer, requests, _ = transact(lambda n, req, src: None, timeout=1.6, rto=0.5)
-    # RFC 8489 §6.2.1: sends at 0, 0.5 and 1.5 s.
-    assert answer.kind is AnswerKind.NO_RESPONSE and len(requests) == 3
+    # RFC 8489 §6.2.1: sends fall due at 0, 0.5 and 1.5 s, the next at 3.5: never more than three
+    # in 1.6 s (a fixed 0.5 s RTO would fit four); a busy machine may send fewer.
+    assert answer.kind is AnswerKind.NO_RESPONSE and 1 <= len(requests) <= 3
 
 
 def test_a_bad_copy_does_not_hide_a_good_answer_that_follows():
@@ -161,7 +166,7 @@ def test_transactions_share_one_socket_concurrently():
         servers = [ScriptedServer(lambda n, req, src: (success(req, src), None)).start() for _ in range(3)]
         try:
             with StunClient.open() as client:
-                deadline = Deadline(time.monotonic() + 1)
+                deadline = Deadline(time.monotonic() + 30)  # only a bound on a hang: all three answer
                 answers = await asyncio.gather(*(client.binding(s.address, deadline=deadline, rto=0.05) for s in servers))
                 return answers, client.local_port
         finally:
@@ -181,6 +186,6 @@ def test_cached_rto_follows_rfc_8489_with_a_floor():
 
 
 def test_only_junk_from_the_server_is_not_mistaken_for_silence():
-    answer, _, _ = transact(lambda n, req, src: (b"\x00\x01" + b"\xee" * 30, None), timeout=0.3)
+    answer, _, _ = transact(lambda n, req, src: (b"\x00\x01" + b"\xee" * 30, None), timeout=1.0)
     assert answer.kind is AnswerKind.INVALID_RESPONSE
     assert "datagrams from there matched no request" in answer.detail

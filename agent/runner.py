@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from agent.text import bounded, visible
+from agent.text import bounded, inert_log_record
 from checks.contract import Check, CheckContext, CheckResult, Outcome, Reason, Resolver, Status, Targets
 
 # How long past its deadline a check may run before it is cut off: enough to close sockets
@@ -26,15 +26,6 @@ _log = logging.getLogger("xcheck.runner")
 
 # progress(check name, fraction done or None, one line of text): live news for a terminal.
 Progress = Callable[[str, float | None, str], None]
-
-
-def _visible_record(record: logging.LogRecord) -> bool:
-    """A check's log line (`--verbose`) quotes peers: it reaches the terminal as inert text."""
-    try:
-        record.msg, record.args = visible(record.getMessage()), None
-    except (TypeError, ValueError):
-        pass  # a malformed log call: logging reports it itself when the record is formatted
-    return True
 
 
 def _bound_strings(value: Any) -> Any:
@@ -87,7 +78,7 @@ async def _run_one(
     started = clock()
     timeout += check.budget_seconds(targets)
     logger = _log.getChild(check.name)
-    logger.addFilter(_visible_record)  # once: a logger keeps one copy of a filter
+    logger.addFilter(inert_log_record)  # a check's log line quotes peers; once: a logger keeps one copy of a filter
     ctx = CheckContext(
         targets=targets,
         deadline=started + timeout,
@@ -111,6 +102,14 @@ async def _run_one(
                        _bound_strings(outcome.evidence))
 
 
+def _prepare(checks: list[Check], targets: Targets) -> None:
+    for check in checks:
+        try:
+            check.prepare(targets)
+        except Exception:  # the probe meets the same failure and reports it as its result
+            _log.debug("preparing check %s failed", check.name, exc_info=True)
+
+
 async def run_checks(
     checks: Iterable[Check],
     targets: Targets,
@@ -120,8 +119,10 @@ async def run_checks(
 ) -> list[CheckResult]:
     """Results in dependency order. Each check gets `timeout` seconds (plus its planned
     work, `Check.budget_seconds`) from its own start."""
+    ordered = order_checks(checks)
+    await asyncio.to_thread(_prepare, ordered, targets)
     resolver = Resolver()
     tasks: dict[str, asyncio.Task[CheckResult]] = {}
-    for check in order_checks(checks):
+    for check in ordered:
         tasks[check.name] = asyncio.create_task(_run_one(check, targets, timeout, resolver, tasks, clock, progress))
     return [await task for task in tasks.values()]

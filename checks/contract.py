@@ -297,3 +297,6 @@ class Check:
     depends_on: tuple[str, ...] = ()
     # Seconds of planned work beyond the run's timeout (a throughput test's duration).
     budget_seconds: Callable[[Targets], float] = lambda targets: 0.0
+    # Host work done before any check's clock starts (importing scapy takes 0.35 s idle and 2 s on a
+    # loaded host): a deadline must measure the network, not this host.
+    prepare: Callable[[Targets], None] = lambda targets: None

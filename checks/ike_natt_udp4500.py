@@ -10,7 +10,7 @@ Otherwise this is checks/ike_udp500.py, evidence and all.
 from __future__ import annotations
 
 from checks.contract import Check, CheckContext, Outcome
-from checks.ike_udp500 import IkeVariant, probe_gateways
+from checks.ike_udp500 import IkeVariant, prepare, probe_gateways
 
 IKEV2_NATT_UDP4500 = IkeVariant(4500, 2, True, "IKEv2 IKE_SA_INIT on UDP 4500 (NAT-T)")
 
@@ -23,4 +23,5 @@ CHECK = Check(
     name="ike_natt_udp4500",
     summary="IKEv2 NAT-T on UDP 4500 (non-ESP marker) to each gateway: answered or why not, and NAT_DETECTION",
     probe=probe,
+    prepare=prepare,
 )

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from checks.contract import Check, CheckContext, Outcome, Reason
+from checks.contract import Check, CheckContext, Outcome, Reason, Targets
 from checks.udp_probe import REASONS, InvalidAnswer, UdpExchange, UdpProbe, UdpResult
 
 if TYPE_CHECKING:  # checks.ike imports scapy: loaded only when a probe runs (`xcheck --help` stays light)
@@ -51,11 +51,17 @@ async def probe(ctx: CheckContext) -> Outcome:
     return await probe_gateways(ctx, IKEV2_UDP500)
 
 
+def prepare(targets: Targets) -> None:
+    """Import scapy (through checks.ike) before the deadlines start, when there is a gateway to probe."""
+    if targets.gateways:
+        importlib.import_module("checks.ike")
+
+
 async def probe_gateways(ctx: CheckContext, variant: IkeVariant) -> Outcome:
     """Probe every gateway at once: ok when all answered, else fail with the first failure's reason."""
     if not ctx.targets.gateways:
         return Outcome.skipped(Reason.NO_TARGET, "no gateway given (--gateway)")
-    # scapy takes about 0.6 s to import: in a thread, so that concurrent checks keep running.
+    # Imported already when the runner prepared the check; else in a thread, so concurrent checks run on.
     ike = await asyncio.to_thread(importlib.import_module, "checks.ike")
     deadline = ctx.deadline - DEADLINE_MARGIN_SECONDS
     gateways = list(await asyncio.gather(*(_probe_gateway(ctx, ike, host, variant, deadline)
@@ -179,4 +185,5 @@ CHECK = Check(
     name="ike_udp500",
     summary="IKEv2 IKE_SA_INIT on UDP 500 to each gateway: answered or why not, and NAT_DETECTION",
     probe=probe,
+    prepare=prepare,
 )

@@ -155,3 +155,27 @@ def test_names_that_do_not_resolve_are_data_not_crashes(host):
     assert first["result"] == "resolve_failed" and host[:20] in first["detail"]
     assert second["result"] == "no_response"
     assert results["interfaces"].status is Status.OK
+
+
+def test_host_work_is_prepared_before_any_deadline_starts():
+    """A check's prepare (scapy's import for the IKE probes) runs before the clocks start: on a clock
+    that moves only while preparing, every check still has its whole timeout left when it starts."""
+    from checks.contract import Check, Outcome
+
+    now = [0.0]
+
+    def slow_prepare(targets):
+        now[0] += 10.0  # a host busy for 10 s: counted against the deadline, nothing would be left
+
+    async def probe(ctx):
+        return Outcome.ok({"remaining": ctx.remaining()})
+
+    def broken(targets):
+        raise RuntimeError("no such library")
+
+    checks = [Check("heavy", "needs a heavy import", probe, prepare=slow_prepare),
+              Check("broken", "its preparation fails", probe, prepare=broken)]
+    results = {r.name: r for r in asyncio.run(run_checks(checks, Targets(), timeout=2.0, clock=lambda: now[0]))}
+    assert now[0] == 10.0
+    assert results["heavy"].status is Status.OK and results["heavy"].evidence["remaining"] == 2.0
+    assert results["broken"].status is Status.OK  # a failed preparation is the probe's to meet, not the run's

@@ -59,8 +59,21 @@ _FLAG_FIELDS = {
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    typer.echo(f"xcheck: {message}", err=True)
+    from agent.text import visible
+
+    # An error may quote a peer or a file name: inert on the terminal, one line per problem.
+    typer.echo("xcheck: " + "\n".join(visible(line) for line in message.split("\n")), err=True)
     return typer.Exit(code)
+
+
+def _log_to_stderr(level: int, format: str) -> None:
+    import logging
+
+    from agent.text import inert_log_record
+
+    logging.basicConfig(level=level, stream=sys.stderr, format=format)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(inert_log_record)  # log lines quote peers (the responder's clients, every check)
 
 
 @app.command()
@@ -100,7 +113,7 @@ def run(
     if verbose:
         import logging
 
-        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(name)s: %(message)s")
+        _log_to_stderr(logging.DEBUG, "%(name)s: %(message)s")
     flags = {"--stun": stun, "--timeout": timeout, "--ruleset": ruleset, "--expect": expect,
              "--bandwidth-mbps": bandwidth_mbps, "--clients": clients, "--private-only": private_only,
              "--vpn-device": vpn_device, "--colocation": colocation, "--nsp-wan": nsp_wan, "--iperf": iperf,
@@ -207,7 +220,7 @@ def responder(
 
     from agent.responder import serve
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="xcheck responder: %(message)s")
+    _log_to_stderr(logging.INFO, "xcheck responder: %(message)s")
     try:
         asyncio.run(serve(listen, stun_port, iperf_port, cert=tls_cert, key=tls_key, alternate=alternate,
                           max_test_seconds=max_test_seconds))

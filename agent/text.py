@@ -9,6 +9,7 @@ reader of the JSON wants the peer's own words. Where text meets a terminal or Ma
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 
@@ -55,6 +56,15 @@ def visible(text: str) -> str:
     if text.isprintable():  # the common case, and much faster than looking at each character
         return text
     return "".join(_escape(char) if unicodedata.category(char) in _INVISIBLE else char for char in text)
+
+
+def inert_log_record(record: logging.LogRecord) -> bool:
+    """A logging filter: a log line that quotes a peer reaches the terminal as inert text."""
+    try:
+        record.msg, record.args = visible(record.getMessage()), None
+    except (TypeError, ValueError):
+        pass  # a malformed log call: logging reports it itself when the record is formatted
+    return True
 
 
 def markdown(text: str) -> str:

@@ -154,7 +154,9 @@ def _rfc5780_server(servers: list[dict[str, Any]]) -> tuple[dict[str, Any] | Non
 async def probe(ctx: CheckContext) -> Outcome:
     binding = ctx.dependencies["stun_binding"]
     if not binding.succeeded:
-        return Outcome.skipped(Reason.DEPENDENCY_UNAVAILABLE, "no STUN server answered a Binding request")
+        # Say what stun_binding found, which is not always silence (no server given, none resolved).
+        return Outcome.skipped(Reason.DEPENDENCY_UNAVAILABLE, f"needs a STUN Binding answer; stun_binding: "
+                                                              f"{binding.reason}: {binding.detail}")
     server, problem = _rfc5780_server(binding.evidence["servers"])
     if server is None:
         return Outcome.skipped(Reason.NOT_SUPPORTED, "no STUN server returned OTHER-ADDRESS (RFC 5780)")

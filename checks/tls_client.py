@@ -419,10 +419,10 @@ class Proxy:
         try:
             port = parts.port
         except ValueError as exc:
-            raise ValueError(f"proxy {url!r}: {exc}") from None
+            raise ValueError(f"proxy: {exc}") from None  # never the URL: it may carry a password
         if parts.scheme != "http" or not parts.hostname or port is None or parts.path not in ("", "/") \
                 or parts.query or parts.fragment:
-            raise ValueError(f"proxy {url!r}: expected http://HOST:PORT")
+            raise ValueError("proxy: expected http://[USER:PASSWORD@]HOST:PORT")
         authorization = None
         if parts.username is not None:
             secret = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"

@@ -23,10 +23,6 @@ def checks(*ended: tuple[str, str, str]) -> dict:
             + [{"name": name, "status": status, "reason": reason} for name, status, reason in ended]}
 
 
-def verdict_texts(report: dict) -> str:
-    return " ".join(r["text"] for option in report["options"].values() for r in option["reasons"])
-
-
 @pytest.mark.parametrize(("ended", "sentence"), [
     ([("stun_binding", "fail", "resolve_failed"), ("nat_behavior", "skipped", "dependency_unavailable")],
      "Nothing could be measured: no name resolved, so nothing was sent (stun_binding); check this host's DNS."),
@@ -100,12 +96,12 @@ def test_a_name_that_cannot_resolve(cut_off):
     completed, elapsed = _run(cut_off, "--stun", "stun.example.invalid", "--format", "text")
     assert completed.returncode == 0, completed.stderr
     _leads_with(completed.stdout, "no name resolved, so nothing was sent (stun_binding)")
-    assert "no STUN server answered" not in completed.stdout.split("Verdicts")[1]
+    assert "no STUN server answered" not in completed.stdout
     assert elapsed < 30  # does not hang on DNS
     as_json, _ = _run(cut_off, "--stun", "stun.example.invalid", "--format", "json")
     report = validate_report(json.loads(as_json.stdout))
     assert {c["name"]: c["reason"] for c in report["checks"]}["stun_binding"] == "resolve_failed"
-    assert "no STUN server answered" not in verdict_texts(report)
+    assert "no STUN server answered" not in json.dumps(report)
 
 
 @needs_lab
@@ -126,5 +122,5 @@ def test_no_server_given(cut_off, tmp_path):
     assert completed.returncode == 0, completed.stderr
     report = validate_report(json.loads(completed.stdout))
     assert first_contact(report).startswith("Nothing was measured beyond this host's own addresses")
-    assert "no STUN server answered" not in verdict_texts(report)
+    assert "no STUN server answered" not in json.dumps(report)
     assert {c["name"]: c["detail"] for c in report["checks"]}["stun_binding"] == "no STUN server given"

@@ -235,3 +235,27 @@ def test_xcheck_run_against_a_stun_server_whose_reason_is_markup_and_escapes(fmt
     for word, in_markdown in words.items():
         assert (visible(word) if fmt == "text" else in_markdown) in out
     assert "stun_binding" in out and "Verdicts" in out and "Recommendation" in out
+
+
+def test_the_responders_and_verbose_log_lines_reach_stderr_inert():
+    """`xcheck responder` logs what its clients send (and `run -v` what servers answer) through the
+    handler the CLI installs: a peer's ESC sequence arrives as text."""
+    import subprocess
+    import sys
+
+    script = ("import logging; from agent.cli import _log_to_stderr; "
+              "_log_to_stderr(logging.INFO, 'xcheck responder: %(message)s'); "
+              "logging.getLogger('xcheck.responder.tls').info('request %s', '\\x1b]0;pwned\\x07GET /')")
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    assert "\x1b" not in completed.stderr and "\x07" not in completed.stderr
+    assert "request \\x1b]0;pwned\\x07GET /" in completed.stderr
+
+
+def test_an_error_message_quoting_a_file_name_is_inert(tmp_path):
+    from conftest import run_xcheck
+
+    config = tmp_path / "evil\x1b[31m.toml"
+    completed, _ = run_xcheck("run", "--stun", "127.0.0.1:9", "--config", str(config))
+    assert completed.returncode == 2
+    assert "\x1b" not in completed.stderr and "evil\\x1b[31m.toml" in completed.stderr

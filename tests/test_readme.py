@@ -27,8 +27,8 @@ def _documented(section: str) -> set[str]:
     start = README.index(section)
     end = README.find("\n## ", start + 1)
     body = README[start:end if end > 0 else None]
-    return set(re.findall(r"`(--[a-z0-9-]+)", "\n".join(line.split(" | ")[0] for line in body.splitlines()
-                                                         if line.startswith("| `--"))))
+    return set(re.findall(r"--[a-z0-9-]+", "\n".join(line.split(" | ")[0] for line in body.splitlines()
+                                                        if line.startswith("| `--"))))
 
 
 @pytest.mark.parametrize(("command", "section"), [("run", "## Usage"), ("responder", "## The far end")])

@@ -99,6 +99,7 @@ def esp_of_ipv4(datagram: bytes) -> bytes:
 class Result(enum.StrEnum):
     ECHOED = "echoed"
     NO_RESPONSE = "no_response"
+    TIMEOUT = "timeout"  # the deadline passed before the first probe went out: nothing was tried
     REFUSED = "refused"  # ICMP destination unreachable for our ESP from the way there
     UNHANDLED = "unhandled"  # the target itself said "protocol unreachable": no ESP stack or echo there
     NETWORK_ERROR = "network_error"
@@ -106,7 +107,8 @@ class Result(enum.StrEnum):
 
 
 _REASONS = {Result.REFUSED: Reason.PROHIBITED, Result.UNHANDLED: Reason.PORT_UNREACHABLE, Result.NETWORK_ERROR: Reason.NETWORK_ERROR,
-            Result.NO_RESPONSE: Reason.NO_RESPONSE, Result.RESOLVE_FAILED: Reason.RESOLVE_FAILED}
+            Result.NO_RESPONSE: Reason.NO_RESPONSE, Result.TIMEOUT: Reason.TIMEOUT,
+            Result.RESOLVE_FAILED: Reason.RESOLVE_FAILED}
 # ESP that the target itself refuses will not carry a tunnel either; anything else: not known.
 _REACHABLE = {Result.ECHOED: True, Result.REFUSED: False, Result.UNHANDLED: False}
 
@@ -141,7 +143,11 @@ async def _probe_gateway(ctx: CheckContext, gateway: str) -> dict[str, Any]:
     with open_esp_socket() as sock:
         sock.setblocking(False)
         enable_error_queue(sock)
-        sock.connect((address, 0))  # the kernel then hands us only ESP from the gateway, and its errors
+        try:
+            sock.connect((address, 0))  # the kernel then hands us only ESP from the gateway, and its errors
+        except OSError as exc:  # no route: the local stack refuses before anything is sent
+            detail = f"cannot send ESP to {address}: {exc.strerror or exc}"
+            return _entry(gateway, address, Result.NETWORK_ERROR, detail, 0, 0)
 
         def readable() -> None:
             nonlocal echoed
@@ -169,13 +175,14 @@ async def _probe_gateway(ctx: CheckContext, gateway: str) -> dict[str, Any]:
             while not ended.done():
                 budget = ctx.remaining() - DEADLINE_MARGIN_SECONDS
                 if budget <= 0:
-                    ended.set_result((Result.NO_RESPONSE, NO_SA_DETAIL))
+                    ended.set_result((Result.NO_RESPONSE, NO_SA_DETAIL) if sent else
+                                     (Result.TIMEOUT, "the deadline passed before the first ESP probe was sent"))
                     break
-                sent += 1
-                error = send_once_more_on_error(sock, EspProbe(Kind.REQUEST, sent, token).encode())
+                error = send_once_more_on_error(sock, EspProbe(Kind.REQUEST, sent + 1, token).encode())
                 if error is not None:
                     ended.set_result((Result.NETWORK_ERROR, f"cannot send ESP to {address}: {error.strerror}"))
                     break
+                sent += 1
                 await asyncio.wait([ended], timeout=min(RESEND_INTERVAL_SECONDS, budget))
         finally:
             loop.remove_reader(sock.fileno())
@@ -200,9 +207,9 @@ async def probe(ctx: CheckContext) -> Outcome:
     summary = "; ".join(f"{g['gateway']}: {g['detail']}" for g in gateways)
     if reachable:
         return Outcome.ok(evidence, summary)
-    # The most telling failure decides: a refusal, then local trouble, then silence.
-    worst = next(r for r in (Result.REFUSED, Result.UNHANDLED, Result.NETWORK_ERROR, Result.NO_RESPONSE, Result.RESOLVE_FAILED)
-                 if r in results)
+    # The most telling failure decides: a refusal, then local trouble, then silence, then too little time.
+    worst = next(r for r in (Result.REFUSED, Result.UNHANDLED, Result.NETWORK_ERROR, Result.NO_RESPONSE,
+                             Result.RESOLVE_FAILED, Result.TIMEOUT) if r in results)
     return Outcome.fail(_REASONS[worst], summary, evidence)
 
 

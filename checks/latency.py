@@ -17,6 +17,7 @@ import statistics
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from checks.addressing import source_address_toward
 from checks.contract import Check, CheckContext, Outcome, Reason, Targets
 from checks.stun_client import AnswerKind, Deadline, StunClient
 
@@ -101,6 +102,8 @@ async def probe(ctx: CheckContext) -> Outcome:
         ip = await ctx.resolver.resolve(far_end.host, ctx.remaining())
     except OSError as exc:
         return Outcome.fail(Reason.RESOLVE_FAILED, str(exc))
+    if source_address_toward(ip, far_end.port) is None:  # every connect would fail here, not out there
+        return Outcome.fail(Reason.NETWORK_ERROR, f"this host has no route to {ip}")
     evidence = {"far_end": str(far_end), "address": ip, "tcp_port": far_end.port, "udp_port": UDP_PORT,
                 **await measure(ctx, ip, far_end.port, SAMPLES, SAMPLE_INTERVAL_SECONDS, ctx.deadline - 0.5)}
     tcp = evidence["tcp"]

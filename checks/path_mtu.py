@@ -26,8 +26,6 @@ that gap.
 
 The result is compared with Azure's limit: VPN and ExpressRoute carry at most 1400-byte
 packets, and Microsoft recommends clamping TCP MSS at 1350.
-
-The ICMP error queue helpers here (`IcmpError`, `read_error_queue`) serve checks/esp.py too.
 """
 
 from __future__ import annotations
@@ -377,6 +375,8 @@ def azure_comparison(path_mtu: int | None) -> dict[str, Any]:
 
 def _describe(search_result: SearchResult, method: str, link_mtu: int) -> str:
     mtu, low, high = search_result.path_mtu, search_result.largest_passed, search_result.upper_bound
+    if search_result.probes == 0:
+        return f"the deadline passed before the first {method} probe was sent"
     if mtu is not None:
         return (f"{mtu} bytes pass with DF and {mtu + 1} do not" if mtu < link_mtu
                 else f"{mtu} bytes (this host's link MTU) pass with DF")
@@ -398,10 +398,13 @@ async def _measure(ctx: CheckContext, gateway: str) -> dict[str, Any]:
                              "link_mtu_bytes": None, "probes_sent": 0}
     try:
         address = await ctx.resolver.resolve(gateway, ctx.remaining())
-        entry["address"] = address
-        link_mtu = link_mtu_toward(address)
     except OSError as exc:
         return entry | {"detail": str(exc)}
+    entry["address"] = address
+    try:
+        link_mtu = link_mtu_toward(address)
+    except OSError as exc:  # no route: the local stack refuses before anything is sent
+        return entry | {"detail": f"no way to {address}: {exc.strerror or exc}"}
     entry["link_mtu_bytes"] = link_mtu
     notes: list[str] = []
     result: SearchResult | None = None
@@ -414,7 +417,7 @@ async def _measure(ctx: CheckContext, gateway: str) -> dict[str, Any]:
         entry["probes_sent"] += result.probes
         entry["method"] = EchoProber.method
     if result is None or result.largest_passed is None:
-        if result is not None:
+        if result is not None and result.probes:
             notes.append("no answer to ICMP echo")
         ceiling = link_mtu if result is None else result.upper_bound  # what routers said still holds
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -443,6 +446,10 @@ async def probe(ctx: CheckContext) -> Outcome:
         return Outcome.ok(evidence, f"{summary}; {evidence['recommendation']}")
     if any(g["address"] is None for g in gateways):
         return Outcome.fail(Reason.RESOLVE_FAILED, summary, evidence)
+    if any(g["link_mtu_bytes"] is None for g in gateways):  # resolved, but this host has no way there
+        return Outcome.fail(Reason.NETWORK_ERROR, summary, evidence)
+    if not any(g["probes_sent"] for g in gateways if g["path_mtu_bytes"] is None):
+        return Outcome.fail(Reason.TIMEOUT, summary, evidence)  # silence is no answer only to a probe sent
     return Outcome.fail(Reason.NO_RESPONSE, summary, evidence)
 
 

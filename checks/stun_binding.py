@@ -19,7 +19,7 @@ from checks.stun_client import REASONS, AnswerKind, BindingAnswer, Deadline, Stu
 # `xcheck run` to the full timeout, and a live one is rarely this far behind the first.
 SLOWER_SERVER_GRACE_SECONDS = 0.5
 _FAILURE_ORDER = (AnswerKind.INVALID_RESPONSE, AnswerKind.ERROR_RESPONSE, AnswerKind.NO_RESPONSE,
-                  AnswerKind.NETWORK_ERROR, AnswerKind.RESOLVE_FAILED)
+                  AnswerKind.NETWORK_ERROR, AnswerKind.RESOLVE_FAILED, AnswerKind.TIMEOUT)
 
 
 def _server_evidence(target: Endpoint, local_port: int, answer: BindingAnswer) -> dict[str, Any]:
@@ -95,7 +95,7 @@ async def probe(ctx: CheckContext) -> Outcome:
     answered = results.count(AnswerKind.ANSWERED)
     if answered:
         return Outcome.ok(evidence, f"{answered} of {len(servers)} STUN servers answered")
-    # No answer: report the most telling failure (something came back > silence > local trouble).
+    # No answer: report the most telling failure (something came back > silence > local trouble > too little time).
     kind = next(k for k in _FAILURE_ORDER if k in results)
     failed = "; ".join(f"{s['server']}: {s['detail']}" for s in servers if s["result"] == kind)
     return Outcome.fail(REASONS[kind], failed, evidence)

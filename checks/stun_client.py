@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from checks import stun
 from checks.addressing import AddressClass, classify
 from checks.contract import Reason
+from checks.udp_probe import unproven_silence
 
 # RFC 8489 §6.2.1: initial RTO of 500 ms, doubled on each retransmission.
 INITIAL_RTO_SECONDS = 0.5
@@ -38,7 +39,8 @@ class AnswerKind(enum.StrEnum):
     ANSWERED = "answered"
     ERROR_RESPONSE = "error_response"  # a valid STUN error response (e.g. 420)
     INVALID_RESPONSE = "invalid_response"  # only answers that break the protocol came back
-    NO_RESPONSE = "no_response"
+    NO_RESPONSE = "no_response"  # silence until the deadline, at least one RTO after the first send
+    TIMEOUT = "timeout"  # the deadline came before a send, or less than one RTO after the first: nothing proven
     NETWORK_ERROR = "network_error"  # the local stack refused to send
     RESOLVE_FAILED = "resolve_failed"  # never sent: the server's name did not resolve
 
@@ -46,6 +48,7 @@ class AnswerKind(enum.StrEnum):
 # What each way a transaction can end means for a check's result.
 REASONS = {
     AnswerKind.NO_RESPONSE: Reason.NO_RESPONSE,
+    AnswerKind.TIMEOUT: Reason.TIMEOUT,
     AnswerKind.NETWORK_ERROR: Reason.NETWORK_ERROR,
     AnswerKind.INVALID_RESPONSE: Reason.INVALID_RESPONSE,
     AnswerKind.ERROR_RESPONSE: Reason.INVALID_RESPONSE,
@@ -176,7 +179,8 @@ class StunClient:
         RFC 8489 §6.2.1: the RTO doubles (`backoff`) after each send. An answer that breaks
         the protocol is remembered but does not end the transaction (§6.3: discard, keep
         waiting); it is reported only if no valid answer follows. A deadline brought forward
-        is seen at the next wake-up.
+        is seen at the next wake-up. Silence is NO_RESPONSE only after a request went out and
+        one RTO passed (checks.udp_probe.unproven_silence); sooner, TIMEOUT.
         """
         transaction_id = stun.new_transaction_id()
         request = stun.encode_binding_request(transaction_id, change_ip=change_ip, change_port=change_port,
@@ -184,7 +188,7 @@ class StunClient:
         expected_source = expect_from or server
         answers: asyncio.Queue[tuple[bytes, Address]] = asyncio.Queue()
         self._pending[transaction_id] = answers
-        attempts, sent_at, next_send = 0, 0.0, self._clock()
+        first_rto, attempts, first_sent_at, sent_at, next_send = rto, 0, None, 0.0, self._clock()
         first_invalid: BindingAnswer | None = None
         try:
             while True:
@@ -197,10 +201,15 @@ class StunClient:
                     if now >= next_send:
                         try:
                             self._sock.sendto(request, server)
+                            if attempts == 0:
+                                first_sent_at = now
+                            attempts, sent_at = attempts + 1, now
+                        except BlockingIOError:
+                            pass  # a full send buffer: nothing went out, the next send tries again
                         except OSError as exc:
                             return BindingAnswer(AnswerKind.NETWORK_ERROR, server, attempts,
                                                  f"send failed: {exc.strerror or exc}")
-                        attempts, sent_at, next_send = attempts + 1, now, now + rto
+                        next_send = now + rto
                         rto *= backoff
                     try:
                         async with asyncio.timeout(min(next_send, deadline.at) - now):
@@ -217,9 +226,12 @@ class StunClient:
         if first_invalid is not None:
             return first_invalid
         stray = self._unsolicited_from.get(expected_source, 0)
-        if stray:
+        if stray and attempts:
             detail = f"no valid answer to {attempts} requests; {stray} datagrams from there matched no request"
             return BindingAnswer(AnswerKind.INVALID_RESPONSE, server, attempts, detail)
+        unproven = unproven_silence(first_sent_at, self._clock(), first_rto)
+        if unproven is not None:
+            return BindingAnswer(AnswerKind.TIMEOUT, server, attempts, unproven)
         return BindingAnswer(AnswerKind.NO_RESPONSE, server, attempts, f"no answer to {attempts} requests")
 
 

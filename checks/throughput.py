@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 from checks import iperf3, latency
+from checks.addressing import source_address_toward
 from checks.contract import Check, CheckContext, Outcome, Reason, Targets, ThroughputPlan
 
 # Beyond a stage's planned seconds: connection set-up, results exchange, a slow server's end.
@@ -116,6 +117,8 @@ async def probe(ctx: CheckContext) -> Outcome:
         ip = await ctx.resolver.resolve(far_end.host, ctx.remaining())
     except OSError as exc:
         return Outcome.fail(Reason.RESOLVE_FAILED, str(exc))
+    if source_address_toward(ip, far_end.port) is None:  # every connect would fail here, not out there
+        return Outcome.fail(Reason.NETWORK_ERROR, f"this host has no route to {ip}")
     stages: list[dict[str, Any]] = []
     done = 0.0
     for streams, reverse in ((n, r) for n in plan.streams for r in (False, True)):

@@ -8,7 +8,9 @@ plain silence (dropped: nothing proves anything is there) are told apart. Silenc
 retransmitted within the deadline (RFC 8489's schedule: RTO 0.5 s, doubled after each
 send), since one lost datagram must not read as "filtered". Senders rate-limit ICMP errors
 (Linux: 6 at once to one host, then 1 a second), so a refusal can still arrive only for a
-retransmission, or not at all: silence is reported as silence, never as "closed".
+retransmission, or not at all: silence is reported as silence, never as "closed". And it is
+silence only once a datagram went out and one RTO passed unanswered: a deadline that comes
+sooner (a loaded host spent the time before the first send) is a timeout, which proves nothing.
 
 The socket is connected to the target: the kernel then delivers only the target's
 datagrams and ICMP errors about our flow, and `local_address` is known before the first
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from checks.contract import Reason
-from checks.icmp_errors import IcmpError, enable_error_queue, read_error_queue
+from checks.icmp_errors import IcmpError, enable_error_queue, read_error_queue, send_once_more_on_error
 
 # RFC 8489 §6.2.1 (and RFC 7296 §2.1's advice to back off): first retransmission after
 # 0.5 s, then 1 s, 2 s, ... so that a lost datagram is resent early without flooding.
@@ -53,7 +55,8 @@ class UdpResult(enum.StrEnum):
     """How one exchange ended. Closed: evidence and metrics may enumerate it."""
 
     ANSWERED = "answered"
-    NO_RESPONSE = "no_response"  # silence until the deadline, every retransmission included
+    NO_RESPONSE = "no_response"  # silence until the deadline, at least one RTO after the first send
+    TIMEOUT = "timeout"  # the deadline came before a send, or less than one RTO after the first: nothing proven
     PORT_UNREACHABLE = "port_unreachable"  # ICMP port unreachable: the host is there, nothing listens
     PROHIBITED = "prohibited"  # ICMP administratively prohibited or another unreachable
     INVALID_RESPONSE = "invalid_response"  # only answers that break the protocol came back
@@ -64,6 +67,7 @@ class UdpResult(enum.StrEnum):
 REASONS: dict[UdpResult, Reason] = {
     UdpResult.ANSWERED: Reason.SUCCESS,
     UdpResult.NO_RESPONSE: Reason.NO_RESPONSE,
+    UdpResult.TIMEOUT: Reason.TIMEOUT,
     UdpResult.PORT_UNREACHABLE: Reason.PORT_UNREACHABLE,
     UdpResult.PROHIBITED: Reason.PROHIBITED,
     UdpResult.INVALID_RESPONSE: Reason.INVALID_RESPONSE,
@@ -118,6 +122,18 @@ def classify_icmp(error: IcmpError) -> tuple[UdpResult, IcmpReport] | None:
 
 
 Judge = Callable[[bytes], T | None]
+
+
+def unproven_silence(first_sent_at: float | None, ended_at: float, rto: float) -> str | None:
+    """Why no answer until `ended_at` proves nothing, or None when it is silence: a datagram went
+    out at `first_sent_at` and at least one RTO (RFC 8489's "no answer yet, resend") passed since."""
+    if first_sent_at is None:
+        return "the deadline passed before the first datagram was sent"
+    waited = ended_at - first_sent_at
+    if waited < rto:
+        return (f"the deadline came {waited:.3f} s after the first datagram was sent, within one retransmission "
+                f"timeout ({rto:g} s): too soon for silence to mean anything")
+    return None
 
 
 class UdpProbe:
@@ -184,7 +200,7 @@ class UdpProbe:
             raise RuntimeError("one exchange at a time on a UdpProbe")
         self._on_readable()  # drops what came before: answers and errors about earlier requests
         self._events = asyncio.Queue()
-        attempts, sent_at, next_send = 0, 0.0, self._clock()
+        first_rto, attempts, first_sent_at, sent_at, next_send = rto, 0, None, 0.0, self._clock()
         first_invalid: str | None = None
         try:
             while True:
@@ -195,10 +211,15 @@ class UdpProbe:
                     event = self._events.get_nowait()  # arrived just as time ran out
                 else:
                     if now >= next_send:
-                        failure = self._send(request, attempts)
-                        if failure is not None:
-                            return failure
-                        attempts, sent_at, next_send = attempts + 1, now, now + rto
+                        error = send_once_more_on_error(self._sock, request)
+                        if error is None:
+                            if attempts == 0:
+                                first_sent_at = now
+                            attempts, sent_at = attempts + 1, now
+                        elif not isinstance(error, BlockingIOError):  # a full send buffer: the next send tries again
+                            return UdpExchange(UdpResult.NETWORK_ERROR, self.target, attempts,
+                                               f"send failed: {error.strerror or error}")
+                        next_send = now + rto
                         rto *= backoff
                     try:
                         async with asyncio.timeout(min(next_send, deadline) - now):
@@ -223,25 +244,11 @@ class UdpProbe:
             self._events = None
         if first_invalid is not None:
             return UdpExchange(UdpResult.INVALID_RESPONSE, self.target, attempts, first_invalid)
+        unproven = unproven_silence(first_sent_at, self._clock(), first_rto)
+        if unproven is not None:
+            return UdpExchange(UdpResult.TIMEOUT, self.target, attempts, unproven)
         return UdpExchange(UdpResult.NO_RESPONSE, self.target, attempts,
                            f"no answer to {attempts} datagrams and no ICMP error")
-
-    def _send(self, request: bytes, attempts: int) -> UdpExchange[T] | None:
-        """Send once; the exchange's end when the local stack refuses."""
-        error: OSError | None = None
-        # An ICMP error that came before the reader ran fails the next send once (the kernel
-        # reports it there and clears it); its queue entry still reaches the reader, so a
-        # failed send is tried again before it counts as the local stack's refusal.
-        for _ in range(2):
-            try:
-                self._sock.send(request)
-                return None
-            except (BlockingIOError, InterruptedError):
-                return None  # a full send buffer: the next retransmission tries again
-            except OSError as exc:
-                error = exc
-        assert error is not None
-        return UdpExchange(UdpResult.NETWORK_ERROR, self.target, attempts, f"send failed: {error.strerror or error}")
 
 
 def _icmp_detail(report: IcmpReport) -> str:

@@ -5,7 +5,7 @@ length), never anything else: real IPsec traffic to this host, echoes (two respo
 not play ping-pong) and junk are dropped and counted. It must not be an amplifier: an echo
 is the request's ESP packet with one byte changed, so it is never larger than what came in
 (which also carried an IP header), and one source gets at most RATE_PER_SECOND echoes a
-second. It needs a raw socket, and so CAP_NET_RAW.
+second. It needs a raw socket, and so CAP_NET_RAW. It is IPv4 only, as the check is.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from checks.esp import EspParseError, EspProbe, Kind, esp_of_ipv4, open_esp_sock
 RATE_PER_SECOND = 10.0
 BURST = 10.0
 _NOT_A_HOST = ipaddress.IPv4Address("255.255.255.255")
+# Listening on every address: for a responder told `--listen ::` too, which means IPv4 as well.
+_EVERY_ADDRESS = ("", "0.0.0.0", "::")
 
 
 def answer(packet: bytes, source: str) -> bytes | None:
@@ -95,14 +97,14 @@ class EspEcho:
 
 
 async def serve_esp_echo(host: str, logger: logging.Logger | None = None) -> EspEcho:
-    """Echo xcheck's ESP probes arriving for `host` ("" or "0.0.0.0": any address) until close().
+    """Echo xcheck's ESP probes arriving for `host` (one of _EVERY_ADDRESS: any address) until close().
 
     Raises PermissionError without CAP_NET_RAW: the responder decides whether that is fatal.
     """
     sock = open_esp_socket()
     try:
         sock.setblocking(False)
-        if host not in ("", "0.0.0.0"):
+        if host not in _EVERY_ADDRESS:
             sock.bind((host, 0))  # only ESP to this address, and echoes from it
         echo = EspEcho(logger)
         echo.attach(sock, asyncio.get_running_loop())

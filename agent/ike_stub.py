@@ -8,9 +8,10 @@ kept. On the NAT-T port only datagrams behind the non-ESP marker are IKE (RFC 39
 the answer carries the marker too.
 
 It must not be an amplifier: the answer is 36 bytes (40 for IKEv1 or NAT-T) and a request
-that passes the checks is always larger, which `answer` still asserts; one source address
-gets at most RATE_PER_SECOND answers a second over both ports; junk, responses and
-anything from a source that cannot be a host get no answer.
+that passes the checks is always larger, which `answer` still asserts; one source (see
+`rate_limit.source_key`) gets at most RATE_PER_SECOND answers a second over both ports; junk,
+responses and anything from a source that cannot be a host get no answer. It answers IPv4
+peers, also when a dual-stack socket (`--listen ::`) names them `::ffff:a.b.c.d`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from agent.rate_limit import TokenBuckets
+from agent.rate_limit import TokenBuckets, source_address
 from checks import ike
 
 # Initiators retransmit every 0.5 s or slower; a few answers a second serve xcheck and ike-scan,
@@ -34,10 +35,10 @@ BURST = 10.0
 def answer(data: bytes, source: tuple[str, int], natt: bool) -> bytes | None:
     """The answer to one datagram from `source` on the IKE (natt False) or NAT-T port; None for silence."""
     try:
-        ip = ipaddress.IPv4Address(source[0])
+        ip = source_address(source[0])
     except ValueError:
         return None
-    if ip.is_multicast or ip.is_unspecified or ip == _BROADCAST or source[1] == 0:
+    if ip.version != 4 or ip.is_multicast or ip.is_unspecified or ip == _BROADCAST or source[1] == 0:
         return None
     try:
         reply = ike.no_proposal_chosen(ike.parse_ike_sa_init_request(data, natt=natt), natt=natt)

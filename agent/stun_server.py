@@ -2,7 +2,8 @@
 RFC 5780 NAT behaviour discovery when given a second address.
 
 It must not be an amplifier: it answers only a valid Binding request, never with more bytes
-than the request had, and at most RATE_PER_SECOND answers a second to one source address.
+than the request had, and at most RATE_PER_SECOND answers a second to one source (an IPv4
+address or an IPv6 /64: `rate_limit.source_key`).
 Everything else is dropped silently and counted. xcheck's requests are as large as the largest
 answer (`stun.largest_binding_answer_bytes`); other clients pad theirs with PADDING
 (`turnutils_natdiscovery -P`). RFC 5780 §6.1 has a padded request answered with PADDING as
@@ -15,12 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import ipaddress
 import logging
 import time
 from collections.abc import Callable
 
-from agent.rate_limit import TokenBuckets
+from agent.rate_limit import TokenBuckets, source_address
 from checks import stun
 
 # Enough for latency sampling (20 per second) with room to spare; a spoofed flood toward a
@@ -34,7 +34,9 @@ Address = tuple[str, int]
 
 
 def _transport_address(address: Address) -> stun.TransportAddress:
-    return stun.TransportAddress(ipaddress.ip_address(address[0]), address[1])
+    """As the peer has it: an IPv4 client of a dual-stack socket learns its IPv4 address, which
+    is what it asked from and the smaller answer."""
+    return stun.TransportAddress(source_address(address[0]), address[1])
 
 
 class StunServer:
@@ -75,7 +77,12 @@ class StunServer:
             return None
         flags = next((int.from_bytes(v[:4], "big") for t, v in request.attributes
                       if t == stun.Attribute.CHANGE_REQUEST), 0)
+        mapped = _transport_address(source)
         other = self._other(local)
+        if other is not None and _transport_address(other).ip.version != mapped.ip.version:
+            # An alternate the client cannot reach (an IPv6 one for an IPv4 client of a dual-stack
+            # socket) serves no discovery, and naming it would make the answer too large to send.
+            other = None
         if flags and other is None:
             # One address only: RFC 5780 wants a 420 here, which would be larger than the request.
             self.counts["change_request"] += 1
@@ -87,7 +94,7 @@ class StunServer:
         if other is not None:
             origin = (other[0] if flags & stun.CHANGE_IP else local[0], other[1] if flags & stun.CHANGE_PORT else local[1])
         tid = request.transaction_id
-        attributes = [(stun.Attribute.XOR_MAPPED_ADDRESS, stun.encode_address(_transport_address(source), xor_transaction_id=tid))]
+        attributes = [(stun.Attribute.XOR_MAPPED_ADDRESS, stun.encode_address(mapped, xor_transaction_id=tid))]
         if other is not None:
             attributes += [(stun.Attribute.RESPONSE_ORIGIN, stun.encode_address(_transport_address(origin))),
                            (stun.Attribute.OTHER_ADDRESS, stun.encode_address(_transport_address(other)))]

@@ -9,11 +9,12 @@ package `openssl`): the `cryptography` package is not a runtime dependency of xc
 standard-library `ssl` cannot make certificates. The SHA-256 fingerprint is logged so users can pin it (--gateway-fingerprint).
 
 Guard rails, so that a few sources cannot take the listeners from everyone: a per-source rate
-limit on new connections and a cap on connections open at once per source and in all (both
-checked before the TLS handshake, which costs the most); time limits on the handshake, on the
-request head (a client that trickles it is cut off as one that sends nothing) and on silence
-after the SSTP answer, so that no connection holds its slot for long; a size cap on the
-request head and strict parsing. Anything else closes the connection.
+limit on new connections and a cap on connections open at once per source and in all, with
+the last slots kept for sources that have none open (all checked before the TLS handshake,
+which costs the most); time limits on the handshake, on the request head (a client that
+trickles it is cut off as one that sends nothing) and on silence after the SSTP answer, so
+that no connection holds its slot for long; a size cap on the request head and strict
+parsing. Anything else closes the connection.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.rate_limit import ConnectionSlots, TokenBuckets, source_key
+from agent.rate_limit import ConnectionSlots, TokenBuckets
 from checks.sstp import SSTP_CONTENT_LENGTH, SSTP_PATH
 from checks.tls_client import MAX_HEAD_BYTES, HttpParseError, RequestHead, parse_request_head
 
@@ -43,8 +44,14 @@ BURST = 20.0
 MAX_CONNECTIONS = 128
 # One xcheck run holds at most six at once per gateway it names (tls_tcp443, sstp and
 # gateway_health, each of which may connect again without verification before the server has
-# seen the first one close). Hosts behind one NAT share it; 16 sources fill MAX_CONNECTIONS.
+# seen the first one close). Hosts behind one NAT share it.
 MAX_CONNECTIONS_PER_SOURCE = 8
+# Without a reserve, 16 sources at their share fill MAX_CONNECTIONS and refuse everyone else.
+# Once 96 are open, a source gets a slot only if it has none open: 12 sources fill the 96, and
+# each further source holds at most one above them, so those 16 sources leave at least 16
+# slots to newcomers: one connection each while the line is passed, enough to be served,
+# not for a whole xcheck run at once.
+RESERVED_CONNECTIONS = 32
 # A TLS handshake is two round trips, a request head one: seconds cover a satellite link
 # several times over, and bound how long a silent or trickling client keeps its slot.
 HANDSHAKE_SECONDS = 5.0
@@ -75,13 +82,15 @@ class Limits:
 
     per_source: int = MAX_CONNECTIONS_PER_SOURCE
     total: int = MAX_CONNECTIONS
+    reserve: int = RESERVED_CONNECTIONS
     handshake_seconds: float = HANDSHAKE_SECONDS
     request_seconds: float = REQUEST_SECONDS
     idle_seconds: float = IDLE_SECONDS
     sstp_hold_seconds: float = SSTP_HOLD_SECONDS
 
     def __str__(self) -> str:
-        return (f"{self.per_source} connections per source, {self.total} in all; "
+        return (f"{self.per_source} connections per source, {self.total} in all, the last {self.reserve} "
+                f"for sources with none open; "
                 f"handshake {self.handshake_seconds:g} s, request head {self.request_seconds:g} s, "
                 f"idle {self.idle_seconds:g} s, SSTP hold {self.sstp_hold_seconds:g} s")
 
@@ -125,15 +134,14 @@ class TlsResponder:
         self._log = logger
         self._limits = limits
         self._buckets = TokenBuckets(RATE_PER_SECOND, BURST, clock)
-        self._slots = ConnectionSlots(limits.per_source, limits.total)
+        self._slots = ConnectionSlots(limits.per_source, limits.total, limits.reserve)
 
     def handler(self, answer: Answer) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             source = writer.get_extra_info("peername")[0]
-            key = source_key(source)
-            refused = self._slots.take(key)
-            if refused is None and not self._buckets.allow(key):
-                self._slots.give_back(key)
+            refused = self._slots.take(source)
+            if refused is None and not self._buckets.allow(source):
+                self._slots.give_back(source)
                 refused = "rate limited"
             if refused:
                 self._log.debug("%s: connection refused: %s", source, refused)
@@ -149,7 +157,7 @@ class TlsResponder:
             except Exception:  # a bug must cost one connection, not the responder
                 self._log.exception("%s: connection failed", source)
             finally:
-                self._slots.give_back(key)
+                self._slots.give_back(source)
                 writer.transport.abort()
         return serve
 

@@ -118,7 +118,7 @@ def test_a_source_at_its_share_is_refused_while_another_source_is_served():
 
 
 def test_the_global_cap_holds_across_sources():
-    limits = dataclasses.replace(HELD, per_source=2, total=3)
+    limits = dataclasses.replace(HELD, per_source=2, total=3, reserve=0)
 
     async def scenario(sstp_port, health_port):
         held = [await _tls(health_port, source) for source in (SOURCE, SOURCE, OTHER_SOURCE)]

@@ -32,6 +32,9 @@ DEFAULT_STUN = ("stun.stunprotocol.org:3478", "stun.l.google.com:19302", "stun.c
 # short enough that a blocked UDP path is reported in seconds.
 DEFAULT_TIMEOUT_SECONDS = 3.0
 MAX_TIMEOUT_SECONDS = 300.0
+# Silence is judged only a whole retransmission timeout (STUN's first is 0.5 s) after a request went
+# out: a shorter --timeout could only ever say "timed out".
+MIN_TIMEOUT_SECONDS = 1.0
 # iperf3 servers take a test's length in whole seconds (we send the ceiling): a shorter stage is not
 # what was asked for. Five minutes per stage is already a soak test.
 MIN_THROUGHPUT_SECONDS, MAX_THROUGHPUT_SECONDS = 1.0, 300.0
@@ -218,7 +221,7 @@ def _endpoint(default_port: int) -> Callable[[Any], Endpoint]:
 # The config file's fields: path -> (validator, where it goes in Settings).
 FIELDS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "ruleset": (_choice(available_rulesets), "ruleset"),
-    "timeout_seconds": (_number(0, MAX_TIMEOUT_SECONDS), "timeout_seconds"),
+    "timeout_seconds": (_number(MIN_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS, minimum_allowed=True), "timeout_seconds"),
     "stun": (_list_of(_endpoint(STUN_PORT), MAX_STUN_SERVERS), "stun"),
     "expect": (_list_of(_choice(OPTIONS), len(OPTIONS)), "expect"),
     "iperf": (_endpoint(iperf3.DEFAULT_PORT), "iperf"),
@@ -283,6 +286,19 @@ def parse_values(raw: Mapping[str, Any], source: str, labels: Mapping[str, str] 
     return values
 
 
+# tomllib takes time quadratic in the parts of one dotted key (64 KiB of `a.a.a…` takes 15 s, 1 MiB
+# an hour), so such keys are refused before parsing. Strings are emptied first (a quoted key part
+# stays a part; a host name in a value has no parts); possessive quantifiers keep both scans linear.
+MAX_KEY_PARTS = 16
+_STRING = re.compile(r"""(?:"(?:[^"\\\n]|\\.)*+")|(?:'[^'\n]*+')""")
+_KEY_PART = r"""(?:[A-Za-z0-9_-]++|""|'')"""
+_DEEP_DOTTED_KEY = re.compile(rf"(?<![A-Za-z0-9_-]){_KEY_PART}(?:[ \t]*+\.[ \t]*+{_KEY_PART}){{{MAX_KEY_PARTS}}}")
+
+
+def _deep_dotted_key(text: str) -> bool:
+    return _DEEP_DOTTED_KEY.search(_STRING.sub(lambda quoted: quoted.group()[0] * 2, text)) is not None
+
+
 def load_file(path: Path) -> dict[str, Any]:
     too_large = ConfigError([f"{path}: larger than {MAX_CONFIG_BYTES} bytes; a config is a few hundred"])
     try:
@@ -295,7 +311,11 @@ def load_file(path: Path) -> dict[str, Any]:
     if len(data) > MAX_CONFIG_BYTES:
         raise too_large
     try:
-        table = tomllib.loads(data.decode("utf-8"))
+        text = data.decode("utf-8")
+        if _deep_dotted_key(text):
+            raise ConfigError([f"{path}: not a config: a key of more than {MAX_KEY_PARTS} dotted parts (this "
+                               "config's keys have at most two)"])
+        table = tomllib.loads(text)
     except UnicodeDecodeError:
         raise ConfigError([f"{path}: not UTF-8 text"]) from None
     except ValueError as exc:  # TOMLDecodeError, or an integer of thousands of digits

@@ -7,6 +7,9 @@ it, fsync, rename), after following symlinks to the file they name; a character 
 is opened and written as it is; this process's own standard output or error is written through its
 descriptor (so `-o /dev/stdout` works on a pipe, a socket or a file opened for appending);
 anything else (a directory, a block device, some other socket) is refused.
+In a sticky world-writable directory such as /tmp, no symlink that belongs to another user is
+followed and no file of another user is replaced: the rules of the kernel's protected_symlinks and
+protected_regular, which a rename (unlike open) would otherwise slip past.
 `check_output` says before measuring whether the report could be written; `write_report` writes it.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import secrets
 import stat
 import sys
@@ -78,8 +82,47 @@ def write_report(path: Path, text: str) -> None:
         _write_in_place(path, destination, data)
 
 
+# As the kernel's limit on symlinks followed in one lookup (ELOOP).
+MAX_SYMLINKS = 40
+
+
+def _untrusted(directory: Path, owner: int) -> bool:
+    """A sticky world-writable directory holding something of a user who is neither its owner nor us."""
+    try:
+        held_in = os.stat(directory)
+    except OSError:
+        return False
+    sticky_and_shared = held_in.st_mode & stat.S_ISVTX and held_in.st_mode & stat.S_IWOTH
+    return bool(sticky_and_shared) and owner not in (held_in.st_uid, os.geteuid())
+
+
+def _resolve(path: Path) -> Path:
+    """The file `path` names, symlinks followed one by one (rename must replace the file a link names,
+    not the link), refusing a link that the kernel's protected_symlinks would not follow."""
+    current = Path(os.path.abspath(path))
+    for _ in range(MAX_SYMLINKS):
+        try:
+            found = os.lstat(current)
+        except FileNotFoundError:
+            break
+        except OSError as exc:
+            raise _error(path, exc) from None
+        if not stat.S_ISLNK(found.st_mode):
+            break
+        if _untrusted(current.parent, found.st_uid):
+            raise ReportWriteError(f"cannot write report to {path}: {current} is a symlink of another user in a "
+                                   "shared sticky directory; name the file itself")
+        current = Path(os.path.normpath(current.parent / os.readlink(current)))
+    else:
+        raise ReportWriteError(f"cannot write report to {path}: too many levels of symbolic links")
+    final = Path(os.path.realpath(current.parent)) / current.name
+    if re.fullmatch(r"/proc/(self|\d+)/fd", str(final.parent)):  # /dev/stdout and kin: nothing there
+        raise ReportWriteError(f"cannot write report to {path}: file descriptor {final.name} is not open")
+    return final
+
+
 def _file_destination(path: Path, existing: os.stat_result | None) -> Destination:
-    final = Path(os.path.realpath(path))  # rename must replace the file a symlink names, not the link
+    final = _resolve(path)
     directory = final.parent
     try:
         directory_stat = os.stat(directory)
@@ -95,6 +138,9 @@ def _file_destination(path: Path, existing: os.stat_result | None) -> Destinatio
                                f"{_read_only(directory)}")
     if existing is not None and not os.access(final, os.W_OK):
         raise ReportWriteError(f"cannot write report to {path}: the file is not writable{_read_only(final)}")
+    if existing is not None and _untrusted(directory, existing.st_uid):
+        raise ReportWriteError(f"cannot write report to {path}: the file belongs to another user in a shared "
+                               "sticky directory; remove it or name another file")
     return Destination(final, replace=True, found=existing)
 
 
@@ -117,16 +163,30 @@ def _write_in_place(path: Path, destination: Destination, data: bytes) -> None:
 
 
 def _replace(path: Path, destination: Destination, data: bytes) -> None:
-    """Temporary file beside the target, fsync, rename: readers see the old report or the new one."""
-    final, existing = destination.path, destination.found
-    temporary = final.with_name(f".{final.name}.{secrets.token_hex(6)}.tmp")
+    """Temporary file beside the target, fsync, rename: readers see the old report or the new one.
+
+    Everything happens relative to the directory opened once, and what is replaced is looked at
+    (never followed) just before: a name swapped for a symlink since `check_output` is refused,
+    and the mode and owner copied are those of the file the rename really replaces."""
+    final = destination.path
+    temporary = f".{final.name}.{secrets.token_hex(6)}.tmp"
     try:
-        # A new report is created as any program creates a file (0666 less the umask), like `> FILE`.
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        directory = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
         raise _error(path, exc) from None
-    renamed = False
+    renamed = created = False
     try:
+        try:
+            existing = os.lstat(final.name, dir_fd=directory)
+        except FileNotFoundError:
+            existing = None
+        if existing is not None and not stat.S_ISREG(existing.st_mode):
+            raise ReportWriteError(f"cannot write report to {path}: {final} changed while measuring and is no "
+                                   "longer a regular file")
+        # A new report is created as any program creates a file (0666 less the umask), like `> FILE`.
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666,
+                             dir_fd=directory)
+        created = True
         try:
             if existing is not None:
                 # Replacing keeps the file as its owner set it up: a report the engineer owns stays
@@ -140,14 +200,21 @@ def _replace(path: Path, destination: Destination, data: bytes) -> None:
             os.fsync(descriptor)  # a full disk may say so only here: before the rename, not after
         finally:
             os.close(descriptor)
-        os.replace(temporary, final)
+        os.replace(temporary, final.name, src_dir_fd=directory, dst_dir_fd=directory)
         renamed = True
+        try:
+            os.fsync(directory)  # the rename itself durable; a file system that cannot still renamed
+        except OSError:
+            pass
     except OSError as exc:
         raise exc if isinstance(exc, ReportWriteError) else _error(path, exc) from None
     finally:
-        if not renamed:
-            temporary.unlink(missing_ok=True)
-    _sync_directory(final.parent)
+        if created and not renamed:
+            try:
+                os.unlink(temporary, dir_fd=directory)
+            except OSError:
+                pass
+        os.close(directory)
 
 
 def _write_all(path: Path, descriptor: int, data: bytes) -> None:
@@ -157,20 +224,6 @@ def _write_all(path: Path, descriptor: int, data: bytes) -> None:
             view = view[os.write(descriptor, view):]
     except OSError as exc:
         raise _error(path, exc) from None
-
-
-def _sync_directory(directory: Path) -> None:
-    """Make the rename itself durable; a file system that cannot sync a directory still renamed."""
-    try:
-        descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 def _same_file(target: os.stat_result, descriptor: int) -> bool:

@@ -39,7 +39,7 @@ def problems_of(raw: dict, labels=None) -> str:
 @pytest.mark.parametrize(
     ("field", "value", "stored"),
     [
-        ("timeout_seconds", 0.001, 0.001), ("timeout_seconds", 300, 300.0),
+        ("timeout_seconds", 1, 1.0), ("timeout_seconds", 300, 300.0),
         ("throughput_seconds", 1, 1.0), ("throughput_seconds", 300.0, 300.0),
         ("requirements.bandwidth_mbps", 0.5, 0.5e6), ("requirements.bandwidth_mbps", 100_000, 100e9),
         ("requirements.clients", 1, 1), ("requirements.clients", 1_000_000, 1_000_000),
@@ -57,13 +57,13 @@ NAN, INF = float("nan"), float("inf")
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("timeout_seconds", NAN, "must be a finite number greater than 0 and at most 300, got nan"),
-        ("timeout_seconds", INF, "must be a finite number greater than 0 and at most 300, got inf"),
-        ("timeout_seconds", -INF, "must be a finite number greater than 0 and at most 300, got -inf"),
-        ("timeout_seconds", 0, "must be greater than 0 and at most 300, got 0"),
-        ("timeout_seconds", -1.5, "must be greater than 0 and at most 300, got -1.5"),
-        ("timeout_seconds", 300.5, "must be greater than 0 and at most 300, got 300.5"),
-        ("timeout_seconds", 10**30, "must be greater than 0 and at most 300"),
+        ("timeout_seconds", NAN, "must be a finite number at least 1 and at most 300, got nan"),
+        ("timeout_seconds", INF, "must be a finite number at least 1 and at most 300, got inf"),
+        ("timeout_seconds", -INF, "must be a finite number at least 1 and at most 300, got -inf"),
+        ("timeout_seconds", 0, "must be at least 1 and at most 300, got 0"),
+        ("timeout_seconds", -1.5, "must be at least 1 and at most 300, got -1.5"),
+        ("timeout_seconds", 300.5, "must be at least 1 and at most 300, got 300.5"),
+        ("timeout_seconds", 10**30, "must be at least 1 and at most 300"),
         ("throughput_seconds", INF, "must be a finite number at least 1 and at most 300, got inf"),
         ("throughput_seconds", 0.5, "must be at least 1 and at most 300, got 0.5"),
         ("requirements.bandwidth_mbps", NAN, "must be a finite number greater than 0 and at most 100000, got nan"),
@@ -89,7 +89,7 @@ def test_numbers_outside_their_range_are_refused_by_name(field, value, message):
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("timeout_seconds = nan", "timeout_seconds: must be a finite number greater than 0 and at most 300, got nan"),
+        ("timeout_seconds = nan", "timeout_seconds: must be a finite number at least 1 and at most 300, got nan"),
         ("timeout_seconds = inf", "timeout_seconds: must be a finite number"),
         ("throughput_seconds = -inf", "throughput_seconds: must be a finite number"),
         ("[requirements]\nbandwidth_mbps = nan", "requirements.bandwidth_mbps: must be a finite number"),
@@ -120,8 +120,6 @@ def test_settings_hold_only_finite_numbers(tmp_path):
         ("stun.example.net.:3479", Endpoint("stun.example.net.", 3479)),
         ("3com.example", Endpoint("3com.example", 3478)),  # a label may start with a digit (RFC 1123)
         ("localhost", Endpoint("localhost", 3478)),
-        ("[2001:DB8:0:0::1]:3479", Endpoint("2001:db8::1", 3479)),  # IPv6 written compressed
-        ("2001:db8::1", Endpoint("2001:db8::1", 3478)),
         ("a" * 63 + ".example", Endpoint("a" * 63 + ".example", 3478)),
         (".".join(["a" * 63] * 3) + "." + "b" * 61, Endpoint(".".join(["a" * 63] * 3) + "." + "b" * 61, 3478)),
         (" 198.51.100.7:65535 ", Endpoint("198.51.100.7", 65535)),
@@ -153,7 +151,9 @@ def test_accepted_and_normalised_endpoints(text, expected):
         ("host name", "not an IP address or a host name"),
         (".".join(["a" * 63] * 4), "a host name has at most 253 characters"),
         ("2001:db8::g", "not an IPv6 address"),
-        ("[2001:db8::1%eth0]:3478", "an IPv6 zone (%...) is not supported"),
+        ("[2001:db8::1%eth0]:3478", "is IPv6: xcheck measures IPv4 paths"),
+        ("[2001:DB8:0:0::1]:3479", "2001:db8::1 is IPv6: xcheck measures IPv4 paths"),
+        ("2001:db8::1", "2001:db8::1 is IPv6"),
         ("[example.net]:3478", "brackets are for an IPv6 address only"),
         ("host:0", "port must be a number from 1 to 65535"),
         ("host:65536", "port must be a number from 1 to 65535"),
@@ -182,8 +182,8 @@ def test_every_kind_of_target_is_judged_alike(field, host, message):
 
 
 def test_gateways_take_a_host_without_a_port_and_are_normalised():
-    assert parse_values({"gateway": ["VPN.Example.net", "2001:DB8::5", "198.51.100.4"]}, "x")["gateway"] == (
-        "vpn.example.net", "2001:db8::5", "198.51.100.4")
+    assert parse_values({"gateway": ["VPN.Example.net", "198.51.100.4"]}, "x")["gateway"] == (
+        "vpn.example.net", "198.51.100.4")
     assert "'vpn.example.net:443': a host without a port expected" in problems_of({"gateway": ["vpn.example.net:443"]})
 
 
@@ -198,7 +198,7 @@ def test_the_number_of_targets_is_bounded(field, limit):
     ("proxy", "ok"),
     [
         ("http://proxy.example.net:3128", True), ("http://user:secret@198.51.100.3:8080/", True),
-        ("http://[2001:db8::3]:3128", True),
+        ("http://[2001:db8::3]:3128", False),  # IPv6: the probes measure IPv4 paths
         ("https://proxy.example.net:3128", False), ("http://proxy.example.net", False),
         ("http://proxy.example.net:0", False), ("http://proxy.example.net:70000", False),
         ("http://300.1.1.1:3128", False), ("http://bad_host:3128", False),
@@ -277,7 +277,7 @@ def test_an_unknown_key_is_shown_escaped_and_bounded(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--timeout", "nan"], "--timeout: must be a finite number greater than 0 and at most 300, got nan"),
+        (["--timeout", "nan"], "--timeout: must be a finite number at least 1 and at most 300, got nan"),
         (["--timeout", "1e999"], "--timeout: must be a finite number"),
         (["--bandwidth-mbps", "nan"], "--bandwidth-mbps: must be a finite number"),
         (["--bandwidth-mbps", "inf"], "--bandwidth-mbps: must be a finite number"),
@@ -358,3 +358,20 @@ def test_a_bad_https_proxy_exits_2_unless_a_proxy_is_given():
     good = subprocess.run([XCHECK, "run", "--stun", SILENT_STUN, "--timeout", "1", "--proxy", "http://192.0.2.8:3128",
                            "--format", "json"], env=environ, capture_output=True, text=True, timeout=60)
     assert good.returncode == 0, good.stderr
+
+
+@pytest.mark.parametrize("bomb", [
+    "a" + ".a" * 200_000 + " = 1",  # tomllib alone: about an hour
+    '"a".' * 100_000 + '"a" = 1',
+    "[" + "t." * 100_000 + "t]\n",
+    "x = {" + "a." * 100_000 + "a = 1}",
+])
+def test_a_dotted_key_bomb_is_refused_before_parsing(tmp_path, bomb):
+    with pytest.raises(ConfigError, match="more than 16 dotted parts"):
+        load_file(write(tmp_path, bomb))
+
+
+def test_dots_in_values_and_short_dotted_keys_are_fine(tmp_path):
+    config = write(tmp_path, 'stun = ["a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.example.net"]\nrequirements.clients = 3\n')
+    settings = load_file(config)
+    assert settings["requirements.clients"] == 3

@@ -48,7 +48,7 @@ def stun_recorder():
 
 
 def xcheck_to(target, recorder, *extra: str) -> subprocess.CompletedProcess:
-    completed, _ = run_xcheck("run", "--stun", recorder.address, "--timeout", "0.5", "--format", "json",
+    completed, _ = run_xcheck("run", "--stun", recorder.address, "--timeout", "1", "--format", "json",
                               "--output", str(target), *extra)
     return completed
 
@@ -82,7 +82,7 @@ def test_dev_stdout_reaches_a_socket_as_standard_output(stun_recorder):
     """Under systemd standard output is a socket, which open() cannot reopen: it is written as fd 1."""
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        process = subprocess.Popen([XCHECK, "run", "--stun", stun_recorder.address, "--timeout", "0.5",
+        process = subprocess.Popen([XCHECK, "run", "--stun", stun_recorder.address, "--timeout", "1",
                                     "--format", "json", "-o", "/dev/stdout"], stdout=theirs, stderr=subprocess.PIPE)
         theirs.close()
         ours.settimeout(60)
@@ -99,7 +99,7 @@ def test_dev_stdout_appended_to_a_file_appends(tmp_path, stun_recorder):
     log = tmp_path / "runs.log"
     log.write_text("previous run\n")
     with log.open("a") as appending:
-        completed = subprocess.run([XCHECK, "run", "--stun", stun_recorder.address, "--timeout", "0.5",
+        completed = subprocess.run([XCHECK, "run", "--stun", stun_recorder.address, "--timeout", "1",
                                     "--format", "json", "-o", "/dev/stdout"], stdout=appending,
                                    stderr=subprocess.PIPE, text=True, timeout=60)
     assert completed.returncode == 0, completed.stderr
@@ -263,3 +263,63 @@ def test_replacing_a_file_never_follows_a_planted_temporary_name(tmp_path, monke
     with pytest.raises(ReportWriteError, match="File exists"):
         write_report(tmp_path / "report.json", "report\n")
     assert victim.read_text() == "keep\n"
+
+
+def test_dev_stdout_when_standard_output_is_closed_exits_2_before_measuring(stun_recorder):
+    completed = subprocess.run(f"exec >&-; {XCHECK} run --stun {stun_recorder.address} --timeout 1 -o /dev/stdout",
+                               shell=True, capture_output=False, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert completed.returncode == 2, completed.stderr
+    assert "file descriptor 1 is not open" in completed.stderr
+    assert not stun_recorder.received()
+
+
+@needs_root
+def test_a_symlink_planted_by_another_user_in_tmp_is_not_followed(tmp_path, stun_recorder):
+    """protected_symlinks, also where the kernel is set not to enforce it (a rename slips past it)."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o1777)
+    shared.chmod(0o1777)  # sticky and world-writable, like /tmp
+    victim = tmp_path / "profile.sh"
+    victim.write_text("root's file\n")
+    link = shared / "report.json"
+    link.symlink_to(victim)
+    os.lchown(link, 65534, 65534)  # planted by nobody
+    completed = xcheck_to(link, stun_recorder)
+    assert completed.returncode == 2 and "symlink of another user" in completed.stderr
+    assert victim.read_text() == "root's file\n" and victim.stat().st_uid == 0
+    assert not stun_recorder.received()
+
+
+@needs_root
+def test_a_file_of_another_user_in_tmp_is_not_taken_over(tmp_path, stun_recorder):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    planted = shared / "report.json"
+    planted.write_text("bait\n")
+    os.chown(planted, 65534, 65534)
+    completed = xcheck_to(planted, stun_recorder)
+    assert completed.returncode == 2 and "belongs to another user" in completed.stderr
+    assert planted.read_text() == "bait\n"
+
+
+def test_a_name_swapped_for_a_symlink_while_measuring_is_refused(tmp_path, monkeypatch):
+    """The look before the rename is at the name itself, in the directory opened once: a regular file
+    replaced by a symlink after check_output is refused, and the link's target is untouched."""
+    import agent.output as output
+
+    target, victim = tmp_path / "report.json", tmp_path / "victim"
+    target.write_text("old\n")
+    victim.write_text("victim\n")
+    destination = check_output(target)
+
+    def swapped(path):
+        target.unlink()
+        target.symlink_to(victim)
+        return destination
+
+    monkeypatch.setattr(output, "check_output", swapped)
+    with pytest.raises(ReportWriteError, match="changed while measuring"):
+        write_report(target, "new\n")
+    assert victim.read_text() == "victim\n" and target.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "victim"]

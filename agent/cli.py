@@ -220,12 +220,35 @@ def responder(
 
     from agent.responder import serve
 
+    problem = _responder_addresses_problem(listen, alternate)
+    if problem:
+        raise _fail(problem, EXIT_USAGE)
     _log_to_stderr(logging.INFO, "xcheck responder: %(message)s")
     try:
         asyncio.run(serve(listen, stun_port, iperf_port, cert=tls_cert, key=tls_key, alternate=alternate,
                           max_test_seconds=max_test_seconds))
     except OSError as exc:
         raise _fail(f"cannot listen on {listen}: {exc.strerror or exc}", EXIT_INTERNAL) from None
+
+
+def _responder_addresses_problem(listen: str, alternate: str | None) -> str | None:
+    """xcheck run measures IPv4 paths, so the far end listens on IPv4. RFC 5780 needs the primary
+    address named: its answers carry it (RESPONSE-ORIGIN), and 0.0.0.0 would also take the
+    alternate's port."""
+    import ipaddress
+
+    for flag, value in (("--listen", listen), ("--alternate", alternate)):
+        if value is None:
+            continue
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError:
+            return f"{flag}: expected an IPv4 address of this host, got {value!r}"
+    if alternate is not None and listen == "0.0.0.0":
+        return "--alternate needs --listen with this host's primary address (not 0.0.0.0)"
+    if alternate is not None and alternate == listen:
+        return "--alternate must be another address than --listen"
+    return None
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import needs_lab, run_xcheck, validate_report
+from conftest import XCHECK, needs_lab, run_xcheck, validate_report
 from typer.testing import CliRunner
 
 from agent import __version__
@@ -115,3 +115,14 @@ def test_a_full_disk_leaves_no_half_written_report(tmp_path):
         assert sorted(p.name for p in mount.iterdir()) == ["filler", "report.json"]
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--listen", "::"], "--listen: expected an IPv4 address of this host, got '::'"),
+    (["--listen", "vm.example.net"], "--listen: expected an IPv4 address"),
+    (["--alternate", "198.51.100.5"], "--alternate needs --listen with this host's primary address"),
+    (["--listen", "198.51.100.5", "--alternate", "198.51.100.5"], "--alternate must be another address"),
+])
+def test_responder_addresses_are_refused_before_listening(args, message):
+    completed = subprocess.run([XCHECK, "responder", *args], capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 2 and message in completed.stderr

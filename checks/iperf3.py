@@ -74,6 +74,26 @@ INTERVAL_SECONDS = 0.5  # progress and evidence sampling
 # 500 ppm). On a 10 s stage that lets a server inflate its rate by 3.5 % at most.
 MEASURING_TIME_TOLERANCE_SECONDS = 0.25
 MEASURING_TIME_TOLERANCE_FRACTION = 0.01
+# How much longer than ours its time may be: its start leads ours by TEST_START's one-way trip, its stop
+# lags by TEST_END's, which waits behind our data in the path's queue; our streams' smoothed RTT includes
+# that queue, so two of our longest RTT cover both. The fixed part is for a TEST_END lost and sent again
+# (twice, at TCP's 200 ms minimum RTO) and a busy server's scheduling; the fraction is the clock rate again.
+LATE_STOP_SECONDS = 1.0
+# Nor may the server count fewer bytes than its TCP acknowledged (tcpi_bytes_acked) in our measuring time:
+# those reached its kernel. Its own count may lack (1) what came before its window opened, if its omit
+# timer fired late: the same 0.25 s + 1 % of our time as above, at our rate; (2) what sat unread in its
+# receive buffer at TEST_END (iperf3 closes the streams without reading them). A server that reads as fast
+# as data comes holds next to nothing; one that cannot keep up holds a full buffer, which Linux autotunes
+# to a few round trips of what it reads (twice the bytes read per RTT, up to six while the rate grows;
+# tcp_rcv_space_adjust) from an initial 128 KiB (tcp_rmem[1]), up to tcp_rmem[2] (6 MiB, 32 MiB since
+# Linux 6.16, more on tuned hosts). Allowed: eight of our longest RTT and one more second at our rate (a
+# 32 MiB buffer drains in a second at 270 Mbit/s: a far end that reads slower is not a VPN's far end),
+# 1 MiB per stream for the initial buffer, and twice a window we asked for (-w sets SO_RCVBUF, which
+# Linux doubles). With both rules, on a 10 s stage with 4 streams at 20 ms, a lying server can understate
+# 1 Gbit/s by 24 % at most, 100 Mbit/s by 27 %, 20 Mbit/s by 39 % (the 1 MiB per stream weighs more).
+UNREAD_SECONDS = 1.0
+UNREAD_ROUND_TRIPS = 8
+UNREAD_BYTES_PER_STREAM = 1 << 20
 # cpu_util is CPU time over wall time in percent, summed over a process's threads: at most 100 per core,
 # and Linux builds for at most 8192 cores (CONFIG_NR_CPUS).
 MAX_CPU_PERCENT = 100.0 * 8192
@@ -91,7 +111,9 @@ def cpu_limited(cpu: Mapping[str, float], streams: int) -> bool:
 
 # struct tcp_info (linux/tcp.h): eight u8 fields, then u32 tcpi_rto ... tcpi_rcv_space (23 of them),
 # so tcpi_total_retrans (u32) is at 8 + 23 * 4 = 100; then u64 tcpi_pacing_rate (104) and
-# tcpi_max_pacing_rate (112), and u64 tcpi_bytes_acked at 120 (Linux 4.1+).
+# tcpi_max_pacing_rate (112), and u64 tcpi_bytes_acked at 120 (Linux 4.1+). tcpi_rtt, the smoothed
+# RTT in microseconds, is the 16th u32: 8 + 15 * 4 = 68.
+TCP_INFO_RTT_OFFSET = 68
 TCP_INFO_TOTAL_RETRANS_OFFSET = 100
 TCP_INFO_BYTES_ACKED_OFFSET = 120
 _TCP_INFO_BYTES = 232
@@ -220,7 +242,7 @@ class TestResult:
     server_results: dict | None  # the server's results JSON as received (evidence)
     intervals: tuple[tuple[float, int], ...]  # (seconds since start, bytes in the interval ending then)
     # Upload figures of the server refused as inconsistent with ours, beside ours:
-    # {"server": {"bytes", "seconds"}, "ours": {"bytes_sent", "seconds"}}; None when none were refused.
+    # {"server": {"bytes", "seconds"}, "ours": UploadFigures.evidence()}; None when none were refused.
     disputed: dict | None = None
     i_errno: int | None = None  # with Failure.SERVER_ERROR: the server's iperf3 error number
 
@@ -556,23 +578,52 @@ def results_json(*, cpu: Mapping[str, float], sending: bool, has_retransmits: bo
     return message
 
 
-def implausible_receiver_figures(received: int, seconds: float, *, sent: int, sent_seconds: float,
-                                 slack_bytes: int) -> str | None:
-    """Why a server's receiver figures cannot be true of what we sent, or None when they fit.
+@dataclass(frozen=True)
+class UploadFigures:
+    """Our side of an upload, to hold the server's receiver figures against."""
 
-    `sent` is what we wrote over the whole test, the omit period too (the server times its own omit
-    period, so its after-omit bytes may exceed ours); `slack_bytes` is what the kernel may have taken
-    from writes whose count we have not seen yet. `sent_seconds` is our measuring time.
-    """
+    bytes_sent: int  # written over the whole test, the omit period too (the server times its own omit)
+    seconds: float  # our measuring time, after the omit period
+    # Without TCP_INFO (None) the rules that need these figures are not applied: no proof, no verdict.
+    bytes_acknowledged: int | None  # acknowledged by the server's TCP in our measuring time
+    round_trip_seconds: float | None  # the longest smoothed RTT of our streams over the test
+    slack_bytes: int  # what the kernel may have taken from writes whose count we have not seen yet
+    unread_bytes: int  # per-stream allowance for the server's receive buffers (UNREAD_BYTES_PER_STREAM, -w)
+
+    def evidence(self) -> dict[str, Any]:
+        return {"bytes_sent": self.bytes_sent, "bytes_acknowledged": self.bytes_acknowledged, "seconds": self.seconds,
+                "round_trip_seconds": self.round_trip_seconds}
+
+
+def unread_allowance_bytes(streams: int, window_bytes: int | None) -> int:
+    return streams * (UNREAD_BYTES_PER_STREAM + 2 * (window_bytes or 0))
+
+
+def implausible_receiver_figures(received: int, seconds: float, ours: UploadFigures) -> str | None:
+    """Why a server's receiver figures cannot be true of what we sent, or None when they fit
+    (the bounds are explained where MEASURING_TIME_TOLERANCE_SECONDS and UNREAD_SECONDS are set)."""
     problems = []
-    if received > sent + slack_bytes:
+    if received > ours.bytes_sent + ours.slack_bytes:
         problems.append("more bytes than we wrote")
-    if seconds < sent_seconds * (1 - MEASURING_TIME_TOLERANCE_FRACTION) - MEASURING_TIME_TOLERANCE_SECONDS:
+    if ours.bytes_acknowledged is not None and ours.round_trip_seconds is not None:
+        missed_seconds = (MEASURING_TIME_TOLERANCE_SECONDS + MEASURING_TIME_TOLERANCE_FRACTION * ours.seconds
+                          + UNREAD_SECONDS + UNREAD_ROUND_TRIPS * ours.round_trip_seconds)
+        share = max(0.0, 1 - missed_seconds / ours.seconds) if ours.seconds > 0 else 0.0
+        least = math.floor(ours.bytes_acknowledged * share) - ours.unread_bytes
+        if received < least:
+            problems.append(f"fewer bytes than its TCP acknowledged: at least {least}")
+    if seconds < ours.seconds * (1 - MEASURING_TIME_TOLERANCE_FRACTION) - MEASURING_TIME_TOLERANCE_SECONDS:
         problems.append("in less time than the test ran")
+    if ours.round_trip_seconds is not None:
+        longest = (ours.seconds * (1 + MEASURING_TIME_TOLERANCE_FRACTION) + LATE_STOP_SECONDS
+                   + 2 * ours.round_trip_seconds)
+        if seconds > longest:
+            problems.append(f"in more time than the test ran: at most {longest:.6f} s")
     if not problems:
         return None
+    acknowledged = "" if ours.bytes_acknowledged is None else f", {ours.bytes_acknowledged} of them acknowledged"
     return (f"the server's figures do not fit ours: it reports {received} bytes received in {seconds:.6f} s, "
-            f"we wrote {sent} bytes in {sent_seconds:.6f} s ({' and '.join(problems)})")
+            f"we wrote {ours.bytes_sent} bytes{acknowledged} in {ours.seconds:.6f} s ({'; '.join(problems)})")
 
 
 def stream_ids(count: int) -> list[int]:
@@ -596,6 +647,7 @@ def describe_server_error(i_errno: int, errno_value: int) -> str:
 class TcpFigures:
     total_retrans: int
     bytes_acked: int | None  # None on kernels before 4.1
+    round_trip_seconds: float = 0.0  # smoothed RTT (tcpi_rtt)
 
 
 def tcp_figures(sock: socket.socket) -> TcpFigures | None:
@@ -609,7 +661,8 @@ def tcp_figures(sock: socket.socket) -> TcpFigures | None:
     acked = None
     if len(raw) >= TCP_INFO_BYTES_ACKED_OFFSET + 8:
         acked = struct.unpack_from("=Q", raw, TCP_INFO_BYTES_ACKED_OFFSET)[0]
-    return TcpFigures(retrans, acked)
+    rtt_microseconds = struct.unpack_from("=I", raw, TCP_INFO_RTT_OFFSET)[0]
+    return TcpFigures(retrans, acked, rtt_microseconds / 1e6)
 
 
 def congestion_control(sock: socket.socket) -> str | None:
@@ -780,6 +833,7 @@ class _ClientTest:
         self.omit_bytes: list[int] = []
         self.omit_tcp: list[TcpFigures | None] = []
         self.last_tcp: list[TcpFigures | None] = []
+        self.longest_round_trip: float | None = None  # seconds, over every TCP_INFO sample of the test
         self.intervals: list[tuple[float, int]] = []
         self._last_tick = self._last_moved = 0.0  # on clock
         self._last_total = 0
@@ -980,6 +1034,9 @@ class _ClientTest:
 
     def _sample_tcp(self) -> None:
         self.last_tcp = [tcp_figures(pump.sock) for pump in self.pumps]
+        round_trips = [figures.round_trip_seconds for figures in self.last_tcp if figures is not None]
+        if round_trips:
+            self.longest_round_trip = max(self.longest_round_trip or 0.0, *round_trips)
 
     def _drain(self) -> None:
         """Read what the server had in flight at TEST_END; it closes its streams, so each ends in EOF."""
@@ -1024,15 +1081,18 @@ class _ClientTest:
         if not seconds or received is None:
             return self._failed(Failure.PROTOCOL_ERROR, "the results give no measuring time or byte count")
         if not self.spec.reverse:
-            sent, our_seconds = sum(pump.bytes for pump in self.pumps), self.ended - self.measuring_from
-            # A send() still blocked at TEST_END may have handed part of its block to the kernel
-            # without returning its count yet: one block per stream.
-            problem = implausible_receiver_figures(received, seconds, sent=sent, sent_seconds=our_seconds,
-                                                   slack_bytes=len(self.pumps) * self.spec.block_bytes)
+            ours = UploadFigures(
+                bytes_sent=sum(pump.bytes for pump in self.pumps), seconds=self.ended - self.measuring_from,
+                # As sampled at TEST_END: what is acknowledged later may reach the server after TEST_END.
+                bytes_acknowledged=self._acknowledged_since_measuring(), round_trip_seconds=self.longest_round_trip,
+                # A send() still blocked at TEST_END may have handed part of its block to the kernel
+                # without returning its count yet: one block per stream.
+                slack_bytes=len(self.pumps) * self.spec.block_bytes,
+                unread_bytes=unread_allowance_bytes(len(self.pumps), self.spec.window_bytes))
+            problem = implausible_receiver_figures(received, seconds, ours)
             if problem is not None:
                 return self._failed(Failure.PROTOCOL_ERROR, problem, disputed={
-                    "server": {"bytes": received, "seconds": seconds},
-                    "ours": {"bytes_sent": sent, "seconds": our_seconds}})
+                    "server": {"bytes": received, "seconds": seconds}, "ours": ours.evidence()})
         rate = received * 8 / seconds
         return self._result(ok=True, failure=None, detail="", partial=False, seconds=seconds, received=received,
                             rate=rate, retransmits=retransmits, remote_cpu=results.cpu_percent, server=message)
@@ -1061,11 +1121,16 @@ class _ClientTest:
 
     def _acknowledged_bytes(self) -> int | None:
         """Upload, no server figures: what the server's TCP acknowledged (tcpi_bytes_acked) is what
-        reached the receiver, a lower bound of the server's own figure. The cookie is acked too."""
+        reached the receiver, a lower bound of the server's own figure."""
         latest = [tcp_figures(pump.sock) for pump in self.pumps]
         self.last_tcp = [now if now is not None else last
                          for now, last in zip(latest, self.last_tcp or [None] * len(self.pumps))]
-        baseline = self.omit_tcp or [TcpFigures(0, COOKIE_SIZE)] * len(self.pumps)
+        return self._acknowledged_since_measuring()
+
+    def _acknowledged_since_measuring(self) -> int | None:
+        """Bytes the server's TCP acknowledged from the end of the omit period to the last TCP_INFO sample."""
+        # Without an omit period, from the start: the SYN counts as one acknowledged byte, then the cookie.
+        baseline = self.omit_tcp or [TcpFigures(0, 1 + COOKIE_SIZE)] * len(self.pumps)
         total = 0
         for now, base in zip(self.last_tcp, baseline):
             if now is None or base is None or now.bytes_acked is None or base.bytes_acked is None:

@@ -1,9 +1,11 @@
 """Hostile iperf3 peers on loopback (issue 8: items 4, 5 and 9).
 
 Lying servers run each test honestly up to the results exchange, then send results that contradict
-what we sent (a tiny measuring time, more bytes than we wrote), numbers that are not finite or out of
-range, oversized strings or wrong types. The throughput check must fail with invalid_response, keep
-the server's figures beside ours when they contradict each other, and end.
+what we sent (a tiny measuring time, more bytes than we wrote; a huge time, fewer bytes than its TCP
+acknowledged), numbers that are not finite or out of range, oversized strings or wrong types. The
+throughput check must fail with invalid_response, keep the server's figures beside ours when they
+contradict each other, and end; an honest server, stock or ours, also behind a bloated queue in the
+lab, passes.
 
 Hostile clients of `xcheck responder`'s iperf3 server ask for a test longer than its cap, go silent,
 or never end their test: each loses the only test slot, and the next client is served.
@@ -24,9 +26,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import XCHECK, run_xcheck
+from conftest import XCHECK, needs_lab, run_xcheck
+from lab import Lab
+from test_iperf3_client import StockServer
 from test_iperf3_protocol import _recv_exact, _recv_json, load, parse_exchange
 from test_iperf3_server import ServerThread
+from test_lab_throughput import checks, iperf3_server, measure
 
 from agent.iperf3_server import DEFAULT_MAX_TEST_SECONDS
 from checks import iperf3, throughput
@@ -162,6 +167,14 @@ def first_stream(**changes):
     return lie
 
 
+def every_stream(**changes):
+    def lie(results: dict) -> dict:
+        for stream in results["streams"]:
+            stream.update(changes)
+        return results
+    return lie
+
+
 def raw(replace: str, by: str):
     """The honest results as text, with one piece replaced: for what json.dumps cannot write."""
     def lie(results: dict) -> bytes:
@@ -196,9 +209,14 @@ def lying_server():
         server.close()
 
 
-def test_an_honest_server_passes(lying_server):
+# A 4 s stage: long enough that the bytes the server's TCP acknowledged bind its figure (see UNREAD_SECONDS).
+BINDING_SECONDS = 4.0
+
+
+@pytest.mark.parametrize("seconds", [0.5, BINDING_SECONDS])
+def test_an_honest_server_passes(lying_server, seconds):
     server = lying_server(lambda results: results)
-    outcome = probe(server.port)
+    outcome = probe(server.port, seconds=seconds)
     assert outcome.status == Status.OK, outcome.detail
     upload = outcome.evidence["stages"][0]
     claimed = server.honest[0]["streams"][0]
@@ -207,16 +225,27 @@ def test_an_honest_server_passes(lying_server):
     assert "disputed" not in upload
 
 
+def halve_bytes(results: dict) -> dict:
+    results["streams"][0]["bytes"] //= 2
+    return results
+
+
 # The server's figures contradict ours: the stage keeps both.
-@pytest.mark.parametrize("lie, contradiction", [
-    (first_stream(end_time=1e-9), "in less time"),  # "ok, upload inf Mbit/s" before
-    (first_stream(end_time=0.01), "in less time"),
-    (first_stream(start_time=0.49, end_time=0.5), "in less time"),
-    (first_stream(bytes=2**62), "more bytes"),
-], ids=["tiny-end-time", "short-end-time", "late-start-time", "more-bytes-than-sent"])
-def test_a_server_contradicting_what_we_sent_is_an_invalid_response(lying_server, lie, contradiction):
+@pytest.mark.parametrize("lie, contradiction, seconds", [
+    (first_stream(end_time=1e-9), "in less time", 0.5),  # "ok, upload inf Mbit/s" before
+    (first_stream(end_time=0.01), "in less time", 0.5),
+    (first_stream(start_time=0.49, end_time=0.5), "in less time", 0.5),
+    (first_stream(bytes=2**62), "more bytes", 0.5),
+    # "ok, upload 0.0 Mbit/s" before: a server that deflates our figure.
+    (first_stream(bytes=1, end_time=10.0), "in more time", 0.5),
+    (first_stream(bytes=1, end_time=1e6), "in more time", 0.5),
+    (first_stream(bytes=1), "fewer bytes than its TCP acknowledged", BINDING_SECONDS),
+    (halve_bytes, "fewer bytes than its TCP acknowledged", BINDING_SECONDS),
+], ids=["tiny-end-time", "short-end-time", "late-start-time", "more-bytes-than-sent", "one-byte-in-10-s",
+        "one-byte-in-1e6-s", "one-byte", "half-the-bytes"])
+def test_a_server_contradicting_what_we_sent_is_an_invalid_response(lying_server, lie, contradiction, seconds):
     server = lying_server(lie)
-    outcome = probe(server.port)
+    outcome = probe(server.port, seconds=seconds)
     assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.INVALID_RESPONSE), outcome.detail
     stage = outcome.evidence["stages"][0]
     assert (stage["direction"], stage["ok"], stage["partial"]) == ("upload", False, True)
@@ -224,10 +253,33 @@ def test_a_server_contradicting_what_we_sent_is_an_invalid_response(lying_server
     claimed = lie(json.loads(json.dumps(server.honest[0])))["streams"][0]
     assert disputed["server"] == {"bytes": claimed["bytes"],
                                   "seconds": pytest.approx(claimed["end_time"] - claimed["start_time"])}
-    assert disputed["ours"]["bytes_sent"] > 0 and disputed["ours"]["seconds"] > 0.1
+    ours = disputed["ours"]
+    assert ours["bytes_sent"] >= ours["bytes_acknowledged"] > 0 and ours["seconds"] > 0.1
+    assert ours["round_trip_seconds"] > 0
     assert contradiction in outcome.detail
-    assert str(disputed["server"]["bytes"]) in outcome.detail and str(disputed["ours"]["bytes_sent"]) in outcome.detail
+    for figure in (disputed["server"]["bytes"], ours["bytes_sent"], ours["bytes_acknowledged"]):
+        assert str(figure) in outcome.detail
     json.dumps(outcome.evidence, allow_nan=False)  # the report stays strict JSON
+
+
+@pytest.mark.skipif(shutil.which("iperf3") is None, reason="needs iperf3 (apt install iperf3)")
+def test_a_stock_iperf3_server_passes_where_acknowledged_bytes_bind(tmp_path):
+    """The byte rule against the real thing: stock `iperf3 -s`, four streams, a stage long enough for
+    the bytes its TCP acknowledged to bind its figure."""
+    server = StockServer(tmp_path)
+    try:
+        result = run_test(server.spec(duration_seconds=BINDING_SECONDS, streams=4),
+                          deadline=time.monotonic() + GENEROUS_SECONDS)
+        assert result.ok and result.disputed is None, result.detail
+        assert result.bytes_received == server.last_report()["end"]["sum_received"]["bytes"] > 0
+    finally:
+        server.stop()
+
+
+def test_our_responder_passes_where_acknowledged_bytes_bind(responder_iperf3):
+    result = run_when_free(TestSpec(LOOPBACK, responder_iperf3().port, duration_seconds=BINDING_SECONDS, streams=4,
+                                    omit_seconds=1))
+    assert result.ok and result.disputed is None and result.bytes_received > 0, result.detail
 
 
 HUGE = "x" * 100_000
@@ -277,29 +329,60 @@ def test_real_iperf3_figures_pass_the_consistency_rule(name):
     exchange = parse_exchange(fixture)
     server = iperf3.PeerResults.from_json(exchange["server_results"])
     client = iperf3.PeerResults.from_json(exchange["client_results"])
-    # What the client wrote over the whole test (the omit period too), without the cookies.
-    sent = sum(stream["client_bytes"] - COOKIE_SIZE for stream in fixture["data_streams"])
-    assert iperf3.implausible_receiver_figures(server.total_bytes, server.measuring_seconds, sent=sent,
-                                               sent_seconds=client.measuring_seconds, slack_bytes=0) is None
-    assert iperf3.implausible_receiver_figures(sent + 1, server.measuring_seconds, sent=sent,
-                                               sent_seconds=client.measuring_seconds, slack_bytes=0)
-    assert iperf3.implausible_receiver_figures(server.total_bytes, client.measuring_seconds / 2, sent=sent,
-                                               sent_seconds=client.measuring_seconds, slack_bytes=0)
+    streams = json.loads(fixture["client_stdout"])["end"]["streams"]
+    ours = iperf3.UploadFigures(
+        # What the client wrote over the whole test (the omit period too), without the cookies.
+        bytes_sent=sum(stream["client_bytes"] - COOKIE_SIZE for stream in fixture["data_streams"]),
+        seconds=client.measuring_seconds,
+        # What the client counted as sent after omit: at least what its server's TCP acknowledged then.
+        bytes_acknowledged=client.total_bytes,
+        round_trip_seconds=max(stream["sender"]["max_rtt"] for stream in streams) / 1e6,
+        slack_bytes=0, unread_bytes=iperf3.unread_allowance_bytes(len(streams), None))
+    assert iperf3.implausible_receiver_figures(server.total_bytes, server.measuring_seconds, ours) is None
+    for received, seconds, problem in [
+        (ours.bytes_sent + 1, server.measuring_seconds, "more bytes than we wrote"),
+        (server.total_bytes, client.measuring_seconds / 2, "in less time"),
+        (1, 10.0, "in more time"),  # the reviewer's 0.0 Mbit/s
+        (1, 1e6, "in more time"),
+    ]:
+        assert problem in iperf3.implausible_receiver_figures(received, seconds, ours)
 
 
-def test_a_lying_server_gives_a_complete_strict_report(lying_server):
-    """The whole run as a user runs it: exit 0, strict JSON, the throughput check failed, no figure kept."""
-    server = lying_server(first_stream(end_time=1e-9))
+@pytest.mark.lab
+@needs_lab
+def test_an_honest_server_behind_a_bloated_queue_passes():
+    """TEST_END waits behind a second of queued upload data, so the server's time is ours and that
+    second: the bound on its time grows with the round trip our streams measured."""
+    with Lab(nat="masquerade") as lab:
+        lab.run(lab.router, ["tc", "qdisc", "add", "dev", lab.router_wan_if, "root", "tbf", "rate", "5mbit",
+                             "burst", "64kb", "latency", "1000ms"], check=True)
+        iperf3_server(lab)
+        completed, report = measure(lab, seconds="3")
+    assert completed.returncode == 0, completed.stderr
+    result = checks(report)["throughput"]
+    assert result["status"] == "ok", result["detail"]
+    upload = result["evidence"]["stages"][0]
+    assert upload["direction"] == "upload" and upload["duration_seconds"] > 3 + 0.5  # the queue did delay TEST_END
+
+
+@pytest.mark.parametrize("lie", [first_stream(end_time=1e-9), every_stream(bytes=1, end_time=10.0)],
+                         ids=["inflating", "deflating"])
+def test_a_lying_server_gives_a_complete_strict_report(lying_server, lie):
+    """The whole run as a user runs it: exit 0, strict JSON, the throughput check failed, no figure kept,
+    and the needed bandwidth judged on no figure of the liar's."""
+    server = lying_server(lie)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as unused:  # a STUN server that never answers
         unused.bind((LOOPBACK, 0))
         completed, report = run_xcheck("run", "--format", "json", "--stun", f"{LOOPBACK}:{unused.getsockname()[1]}",
                                        "--iperf", f"{LOOPBACK}:{server.port}", "--throughput-seconds", "1",
-                                       "--timeout", "1", timeout=120)
+                                       "--bandwidth-mbps", "1", "--timeout", "1", timeout=120)
     assert completed.returncode == 0, completed.stderr
     json.loads(completed.stdout, parse_constant=lambda name: pytest.fail(f"{name} in the report"))
     result = next(c for c in report["checks"] if c["name"] == "throughput")
     assert (result["status"], result["reason"]) == ("fail", "invalid_response"), result["detail"]
     assert report["facts"]["throughput"]["upload_bits_per_second"] is None
+    fired = [reason["rule"] for option in report["options"].values() for reason in option["reasons"]]
+    assert fired and not [rule for rule in fired if "path-below-need" in rule]
 
 
 # ---------------------------------------------------------------------------------------------

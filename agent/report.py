@@ -6,6 +6,7 @@ rename or remove one without a new schema_version.
 
 from __future__ import annotations
 
+import ast
 import functools
 import getpass
 import ipaddress
@@ -14,6 +15,7 @@ import os
 import platform
 import re
 import socket
+import tomllib
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from importlib import resources
@@ -24,6 +26,7 @@ from agent import __version__
 from agent.config import DEFAULT_STUN, Settings
 from checks.addressing import classify
 from checks.contract import CheckResult, Endpoint
+from checks.registry import CHECKS
 
 SCHEMA_VERSION = 1
 
@@ -107,6 +110,11 @@ def build_report(
 # is not an address ("999.198.51.100.2") does not hide the address inside it; where candidates
 # overlap, the leftmost wins, then the longest: the FQDN over the host name that begins it, the
 # address "10.0.0.2" over a host named "10".
+#
+# A host may be named like a word xcheck itself writes ("gateway", "nat", "vpn"). xcheck's own
+# wording is the same on every host, so it can name no site: a name is left where it lies inside
+# one of xcheck's own strings ("no gateway given (--gateway)", a rule's text or source) that says
+# more than the names. Everywhere else it is hidden, the host name field and the FQDN included.
 
 _IPV4 = re.compile(r"(?<!\d)(?=((?:\d{1,3}\.){3}\d{1,3})(?!\d))")
 _H16 = "[0-9A-Fa-f]{1,4}"
@@ -128,6 +136,21 @@ _IPV6 = re.compile(rf"(?<![0-9A-Fa-f])(?=({'|'.join(_IPV6_FORMS)})(?![0-9A-Fa-f]
 # Names that are the same on every host say nothing about a site: `root` (and its home) is every
 # Unix host's administrator, and hiding it would also rename the word in "run as root".
 _SAME_EVERYWHERE = frozenset({"localhost", "localhost.localdomain", "localdomain", "/", "root", "/root"})
+
+# A certificate names its owner and its CA. An internal CA ("Contoso Issuing CA") names the site
+# as much as the gateway's own name does; a public one ("DigiCert Inc") names no one, but telling
+# them apart would take a list of every CA: every value is hidden, but the country (C), a
+# two-letter code that names no one. A top-level DC ("com") is hidden too: certificates list DC
+# values in either order, so which one is the top level is not known. Each kind keeps its class:
+# `name-1`, `org-1`, `place-1`, `domain-1`.
+_CERTIFICATE_NAME_KEYS = ("subject", "issuer", "certificate_subject")  # checks.tls_client's evidence
+_CERTIFICATE_DNS_KEY = "san_dns"
+_DN_KINDS = {"CN": "name", "O": "org", "OU": "org", "L": "place", "ST": "place", "DC": "domain",
+             "emailAddress": "email"}
+_DN_UNHIDDEN = frozenset({"C"})
+# Where each attribute of a Name as checks.tls_client writes it begins: "CN=x, O=y, 2.5.4.97=z".
+_DN_ATTRIBUTE = re.compile(r"(?:^|, )([A-Za-z]+|\d+(?:\.\d+)+)=")
+_DNS_NAME = re.compile(r"(?:\*\.)?(?:[\w-]+\.)+[A-Za-z][\w-]*\.?")
 
 
 class Pseudonyms:
@@ -157,40 +180,112 @@ class Pseudonyms:
         return self._assign(f"{kind}:{text.lower()}", kind)
 
 
+@functools.cache
+def _own_wording() -> dict[str, str]:
+    """Every string xcheck's code (agent/, checks/) and rule sets spell out (a rule's text split at
+    its placeholders), each to its lower case: derived from them, so a new message needs no list."""
+    strings: set[str] = set()
+    for package in ("agent", "checks"):
+        for module in resources.files(package).iterdir():
+            if module.name.endswith(".py"):
+                strings.update(node.value for node in ast.walk(ast.parse(module.read_text(encoding="utf-8")))
+                               if isinstance(node, ast.Constant) and isinstance(node.value, str))
+
+    def collect(node: Any) -> None:
+        if isinstance(node, dict):
+            strings.update(node)
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for item in node:
+                collect(item)
+        elif isinstance(node, str):  # "{facts.nat.detected}", "{option.max_bits_per_second|rate}"
+            strings.update(re.split(r"[{}|]", node))
+
+    for rules in (resources.files("agent") / "rules").iterdir():
+        if rules.name.endswith(".toml"):
+            collect(tomllib.loads(rules.read_text(encoding="utf-8")))
+    return {text: text.lower() for text in strings}
+
+
+@functools.cache
+def _own_wording_at_once() -> str:
+    """All of `_own_wording()` in one lower-cased string: most names are in none of it, found at once."""
+    return "\0".join(_own_wording().values())
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _target_hosts(targets: dict[str, Any]) -> list[str]:
     """The names (not the addresses) the user gave as targets, but for xcheck's own defaults."""
     endpoints = [*targets.get("stun", []), *filter(None, [targets.get("iperf")])]
     hosts = [Endpoint.parse(text, 1).host for text in endpoints] + list(targets.get("gateways", []))
     defaults = {Endpoint.parse(text, 1).host for text in DEFAULT_STUN}
-    names = []
-    for host in hosts:
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            if host not in defaults:
-                names.append(host)
-    return names
+    return [host for host in hosts if not _is_address(host) and host not in defaults]
+
+
+def _with_domains(name: str, kind: str) -> list[tuple[str, str]]:
+    """`name`, and when it is a DNS name or an e-mail address, the domains it is in (of two labels
+    or more): "vpn.contoso.com" also hides "contoso.com" in "www.contoso.com", never "com" alone."""
+    _, at, host = name.rpartition("@")
+    if not _DNS_NAME.fullmatch(host):
+        return [(name, kind)]
+    labels = host.rstrip(".").split(".")
+    return [(name, kind)] + [(".".join(labels[i:]), "domain") for i in range(0 if at else 1, len(labels) - 1)]
+
+
+def _distinguished_name_values(text: str) -> list[tuple[str, str]]:
+    """(value, kind) of each attribute of a Name but the country."""
+    starts = list(_DN_ATTRIBUTE.finditer(text))
+    values = [(start.group(1), text[start.end():end.start() if end else len(text)])
+              for start, end in zip(starts, [*starts[1:], None])]
+    return [pair for key, value in values if key not in _DN_UNHIDDEN
+            for pair in _with_domains(value, _DN_KINDS.get(key, "name"))]
+
+
+def _certificate_names(node: Any) -> list[tuple[str, str]]:
+    """(name, kind) of every name in the certificates recorded anywhere in `node`."""
+    if isinstance(node, list):
+        return [found for item in node for found in _certificate_names(item)]
+    if not isinstance(node, dict):
+        return []
+    found = []
+    for key, value in node.items():
+        if key in _CERTIFICATE_NAME_KEYS and isinstance(value, str):
+            found += _distinguished_name_values(value)
+        elif key == _CERTIFICATE_DNS_KEY and isinstance(value, list):
+            found += [pair for name in value if isinstance(name, str) for pair in _with_domains(name, "name")]
+        else:
+            found += _certificate_names(value)
+    return found
 
 
 def _names_to_hide(report: dict[str, Any]) -> dict[str, str]:
     """Lower-cased name -> kind: this host's names and DNS domain, the user's name and home
-    (also of a `sudo` caller), and the targets' names."""
+    (also of a `sudo` caller), the targets' names, and the names in the certificates peers showed."""
     fqdn = socket.getfqdn()
-    names = {name: "host" for name in (socket.gethostname(), fqdn, report["host"]["hostname"])}
+    names = [(name, "host") for name in (socket.gethostname(), fqdn, report["host"]["hostname"])]
     domain = fqdn.partition(".")[2]
     if "." in domain:  # a one-label domain ("lan", "home") names no one
-        names[domain] = "domain"
+        names.append((domain, "domain"))
     try:
-        names[getpass.getuser()] = "user"
-        names[os.path.expanduser("~")] = "home"
+        names += [(getpass.getuser(), "user"), (os.path.expanduser("~"), "home")]
     except (KeyError, OSError):
         pass
     if os.environ.get("SUDO_USER"):
-        names[os.environ["SUDO_USER"]] = "user"
-    names.update((host, "target") for host in _target_hosts(report.get("targets", {})))
+        names.append((os.environ["SUDO_USER"], "user"))
+    names += [(host, "target") for host in _target_hosts(report.get("targets", {}))]
+    names += _certificate_names(report)
     hidden: dict[str, str] = {}
-    for name, kind in names.items():
-        if name and name.lower() not in _SAME_EVERYWHERE:
+    for name, kind in names:
+        # An address is hidden as one, by its class; what holds no letter or digit names no one.
+        if name.lower() not in _SAME_EVERYWHERE and any(c.isalnum() for c in name) and not _is_address(name):
             hidden.setdefault(name.lower(), kind)
     return hidden
 
@@ -211,16 +306,47 @@ class _Scrubber:
     def __init__(self, names: dict[str, str]) -> None:
         self.pseudonyms = Pseudonyms()
         self._names = names
-        longest_first = "|".join(re.escape(name) for name in sorted(names, key=len, reverse=True))
-        # A name is whole labels: "vm" in "vm.example.net" or "backup.vm", not in "vm-2" or "xvm".
-        self._name_pattern = re.compile(rf"(?<![\w-])(?=({longest_first})(?![\w-]))", re.IGNORECASE) if names else None
+        self._longest_first = sorted(names, key=len, reverse=True)
+        longest_first = "|".join(map(re.escape, self._longest_first))
+        # A name is whole labels: "vm" in "vm.example.net" or "backup.vm", not in "xvm". A label that
+        # holds it between hyphens or underscores ("vm-2", "web_vm") names the host too: hidden whole.
+        self._name_pattern = re.compile(rf"(?<![\w-])(?=((?:[\w-]*[-_])?({longest_first})(?:[-_][\w-]*)?)(?![\w-]))",
+                                        re.IGNORECASE) if names else None
+        self._own: dict[str, list[str]] = {}
+
+    def _own_wording_holding(self, name: str) -> list[str]:
+        """xcheck's own strings that hold `name` and say more than the names they hold ("gateway"
+        alone, or "gateway: ", is no wording of ours that a host named "gateway" could hide in)."""
+        if name not in self._own:
+            holding = [(own, lowered) for own, lowered in _own_wording().items() if name in lowered] \
+                if name in _own_wording_at_once() else []
+            self._own[name] = [own for own, lowered in holding if self._says_more(lowered)]
+        return self._own[name]
+
+    def _says_more(self, lowered: str) -> bool:
+        for hidden in self._longest_first:
+            lowered = lowered.replace(hidden, "")
+        return any(c.isalnum() for c in lowered)
+
+    def _is_own_wording(self, text: str, start: int, end: int, name: str) -> bool:
+        """Whether text[start:end] lies inside one of xcheck's own strings (holding `name`) as written."""
+        span = text[start:end]
+        for own in self._own_wording_holding(name):
+            at = own.find(span)
+            while at >= 0:
+                if at <= start and text.startswith(own, start - at):
+                    return True
+                at = own.find(span, at + 1)
+        return False
 
     def _candidates(self, text: str) -> list[tuple[int, int, Callable[[], str]]]:
         found: list[tuple[int, int, Callable[[], str]]] = []
         if self._name_pattern is not None:
             for match in self._name_pattern.finditer(text):
-                name = match.group(1).lower()
-                found.append((match.start(1), match.end(1), functools.partial(self.pseudonyms.name, name, self._names[name])))
+                label, name = match.group(1).lower(), match.group(2).lower()
+                if not self._is_own_wording(text, match.start(1), match.end(1), name):
+                    found.append((match.start(1), match.end(1),
+                                  functools.partial(self.pseudonyms.name, label, self._names[name])))
         for pattern in (_IPV6, _IPV4):
             for match in pattern.finditer(text):
                 try:
@@ -240,26 +366,34 @@ class _Scrubber:
 
 
 def redact(report: dict[str, Any]) -> dict[str, Any]:
-    """A copy with addresses, host, user and target names replaced by pseudonyms in every string
-    and key of the report, whatever field it is in. What the schema fixes (field names, enum and
-    const values) is the report's own vocabulary and stays, so the copy is as valid as the original."""
+    """A copy with addresses, host, user, target and certificate names replaced by pseudonyms in
+    every string and key of the report, whatever field it is in. What the schema fixes (field names,
+    enum and const values) and the keys xcheck writes (`"gateway": ...`) are the report's own
+    vocabulary and stay, so the copy is as valid as the original."""
     scrub = _Scrubber(_names_to_hide(report))
     root = schema()
+    # A check's name is one of the registry's: the schema leaves it open only so that a new check
+    # needs no new schema version. A host named "esp" or "latency" must not rename a check.
+    root["$defs"]["check"]["properties"]["name"]["enum"] = list(CHECKS)
+    own = _own_wording()
 
     def walk(node: Any, shape: dict[str, Any]) -> Any:
         shape = _shape(shape, root)
         if isinstance(node, dict):
             fields = shape.get("properties", {})
-            return {key if key in fields or not isinstance(key, str) else scrub(key): walk(value, fields.get(key, {}))
-                    for key, value in node.items()}
+            ours = {key for key in node
+                    if not isinstance(key, str) or key in fields or key in own and key.isidentifier()}
+            return {key if key in ours else scrub(key): walk(value, fields.get(key, {})) for key, value in node.items()}
         if isinstance(node, list):
             return [walk(item, shape.get("items", {})) for item in node]
         if isinstance(node, str) and node not in [*shape.get("enum", []), shape.get("const")]:
             return scrub(node)
         return node
 
-    # The top level's keys are ours, and so is the tool's identity: its version is no address.
+    # The top level's keys are ours, and so is the tool's identity: its version is no address. The
+    # summary holds only booleans and enum values (`nat=true`): a host named "nat" must not rename it.
     fields = root["properties"]
-    redacted = {key: value if key == "tool" else walk(value, fields.get(key, {})) for key, value in report.items()}
+    redacted = {key: value if key == "tool" or (key == "summary" and value == summary_line(report["facts"]))
+                else walk(value, fields.get(key, {})) for key, value in report.items()}
     redacted["redacted"] = True
     return redacted

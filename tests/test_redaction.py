@@ -1,29 +1,41 @@
-"""`--redact`: no address, host, user or target name survives in any string or key of the report,
-nor in any of its renderings, and the redacted report is still valid against the schema."""
+"""`--redact`: no address, host, user, target or certificate name survives in any string or key of
+the report, nor in any of its renderings, and the redacted report is still valid against the schema;
+xcheck's own wording survives it, whatever the host is called."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import json
 import os
 import re
 import socket
-from datetime import datetime, timezone
+import ssl
+from datetime import datetime, timedelta, timezone
 from unittest import mock
 
 import pytest
 from conftest import validate_report
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from test_facts import binding, interfaces, server
 from test_report import sample_report
+from test_tls import check_against
 
 from agent.config import build_settings
 from agent.facts import derive_facts
 from agent.render import render_json, render_markdown, render_text
 from agent.report import build_report, redact
+from agent.runner import run_checks
 from agent.verdicts import evaluate, load_ruleset
+from checks import tls_tcp443
+from checks.contract import CheckResult, Targets
+from checks.registry import CHECKS
 
 HOST, FQDN, USER, HOME = "lab-host7", "lab-host7.corp.example.net", "alice", "/home/alice"
 
@@ -113,7 +125,7 @@ def test_names_whole_labels_longest_first_and_case_blind():
         hidden = redact(report_with(detail=detail))
     assert hidden["host"]["hostname"] == "host-1"
     assert hidden["checks"][0]["detail"] == ("host-2 aka host-1 in domain-1; backup.host-1 is not "
-                                             f"{HOST}-2; home-1/x by user-1")
+                                             "host-3; home-1/x by user-1")
 
 
 def test_a_sudo_caller_and_target_names_are_hidden_but_not_root_nor_the_default_servers():
@@ -144,6 +156,146 @@ def test_the_original_is_untouched_and_pseudonyms_are_stable():
         first, second = redact(report), redact(report)
     assert first == second and first["checks"][0]["detail"] == "public-ipv4-1 public-ipv4-2 public-ipv4-1"
     assert report["checks"][0]["detail"] == "198.51.100.2 198.51.100.7 198.51.100.2" and report["redacted"] is False
+
+
+# ---------------------------------------------------------------- certificates
+
+def test_certificate_names_are_hidden_wherever_they_appear():
+    """A gateway given by address still shows its certificate's names: the owner's DNS names and
+    organisation, its place, its AD domain, its contact, and its CA (a public CA too: all are hidden)."""
+    certificate = {"subject": "CN=vpn.contoso-corp.com, O=Contoso Ltd, OU=Network Operations, L=Redmond, "
+                              "ST=Washington, C=US, DC=contoso, DC=com, emailAddress=netops@contoso-corp.com",
+                   "issuer": "CN=DigiCert Global G2 TLS RSA SHA256 2020 CA1, O=DigiCert Inc, C=US",
+                   "san_dns": ["vpn.contoso-corp.com", "*.gw.contoso-corp.com"], "san_ip": ["203.0.113.7"]}
+    detail = ("www.contoso-corp.com (Contoso Ltd, network operations) signed by DigiCert Inc; "
+              "ask NetOps@Contoso-Corp.com")
+    report = report_with(detail=detail, evidence={"gateways": [{"gateway": "203.0.113.7", "certificate": certificate}]})
+    report["checks"][1]["evidence"]["certificate_subject"] = "CN=sstp.contoso.com, O=Contoso Ltd"
+    with this_host():
+        hidden = validate_report(redact(report))
+    assert hidden["checks"][0]["detail"] == "www.domain-1 (org-1, org-2) signed by org-3; ask email-1"
+    shown = hidden["checks"][0]["evidence"]["gateways"][0]["certificate"]
+    assert shown["subject"] == ("CN=name-1, O=org-1, OU=org-2, L=place-1, ST=place-2, C=US, DC=domain-2, "
+                                "DC=domain-3, emailAddress=email-1")
+    assert shown["issuer"] == "CN=name-2, O=org-3, C=US"
+    assert shown["san_dns"] == ["name-1", "name-3"] and shown["san_ip"] == ["public-ipv4-1"]
+    assert hidden["checks"][1]["evidence"]["certificate_subject"] == "CN=name-4, O=org-1"
+    for name, text in outputs(hidden).items():
+        for secret in ("contoso", "redmond", "washington", "network operations", "netops", "digicert"):
+            assert secret not in text.lower(), (name, secret)
+
+
+def _certificate(subject: x509.Name, issuer: x509.Name, key, signer, *, ca: bool, dns=(), ips=()) -> x509.Certificate:
+    now = datetime.now(timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
+               .not_valid_after(now + timedelta(days=30))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if dns or ips:
+        names = [x509.DNSName(n) for n in dns] + [x509.IPAddress(ipaddress.ip_address(a)) for a in ips]
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(signer, hashes.SHA256())
+
+
+def test_a_gateway_given_by_address_leaks_none_of_its_certificate_names(tmp_path):
+    """End to end: a TLS server on loopback with an internal CA's certificate for Contoso, probed by
+    tls_tcp443 as `--gateway 127.0.0.1` with a fingerprint that differs (so the check's own texts quote
+    the issuer too); no name of either certificate survives in any rendering of the redacted report."""
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.DOMAIN_COMPONENT, "com"),
+                         x509.NameAttribute(NameOID.DOMAIN_COMPONENT, "contoso"),
+                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Contoso Ltd"),
+                         x509.NameAttribute(NameOID.COMMON_NAME, "Contoso Issuing CA 01")])
+    leaf_name = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
+                           x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, "Washington"),
+                           x509.NameAttribute(NameOID.LOCALITY_NAME, "Redmond"),
+                           x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Contoso Ltd"),
+                           x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Network Operations"),
+                           x509.NameAttribute(NameOID.EMAIL_ADDRESS, "netops@contoso-corp.com"),
+                           x509.NameAttribute(NameOID.COMMON_NAME, "vpn.contoso-corp.com")])
+    ca = _certificate(ca_name, ca_name, ca_key, ca_key, ca=True)
+    leaf = _certificate(leaf_name, ca_name, leaf_key, ca_key, ca=False,
+                        dns=("vpn.contoso-corp.com", "vpngw.internal.contoso.com"), ips=("127.0.0.1",))
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, ca))
+                      + leaf_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(chain)
+
+    async def silent(reader, writer):
+        await asyncio.sleep(30)  # cancelled when the check's loop ends
+
+    outcome = check_against(tls_tcp443, silent, context, gateways=("127.0.0.1",), gateway_fingerprint="00" * 32)
+    result = CheckResult("tls_tcp443", outcome.status, outcome.reason, outcome.detail, 0.1, outcome.evidence)
+    report = report_with()
+    report["checks"].append(json.loads(json.dumps(result.to_dict())))
+    secrets = ("contoso", "redmond", "washington", "network operations", "netops", "issuing ca")
+    plain = render_json(report).lower()
+    assert all(secret in plain for secret in secrets)  # the scan below looks for what really is in a report
+    assert "issuing ca 01" in " ".join(outcome.evidence["gateways"][0]["interception_evidence"]).lower()
+    with this_host():
+        hidden = validate_report(redact(report))
+    for name, text in outputs(hidden).items():
+        for secret in secrets:
+            assert secret not in text.lower(), (name, secret)
+    issuer = hidden["checks"][-1]["evidence"]["gateways"][0]["certificate"]["issuer"]
+    assert re.fullmatch(r"DC=domain-\d+, DC=domain-\d+, O=org-1, CN=name-\d+", issuer), issuer
+
+
+# ---------------------------------------------------------------- a host named like xcheck's own words
+
+def test_a_label_that_holds_the_host_name_is_hidden_whole():
+    """`lab-host7-vpn` names the site as much as `lab-host7` does; `xlab-host7` is another word."""
+    detail = f"{HOST}-vpn.corp.example.net, vpn-{HOST}, {HOST}_old, {USER}-laptop; x{HOST} stays"
+    with this_host():
+        hidden = redact(report_with(detail=detail))
+    assert hidden["checks"][0]["detail"] == f"host-2.domain-1, host-3, host-4, user-1; x{HOST} stays"
+
+
+@pytest.fixture(scope="module")
+def own_wording_report():
+    """A report of every check run with no target (no packet leaves: every probe that sends is
+    skipped), so the checks' own texts are in it ("no gateway given (--gateway)"), as are rule
+    texts and sources that say "gateway", "NAT" and "VPN"."""
+    results = asyncio.run(run_checks(CHECKS.values(), Targets(), timeout=5))
+    assert any("gateway" in result.detail for result in results)
+    facts = derive_facts(results)
+    settings = build_settings({})
+    verdicts = evaluate(load_ruleset(settings.ruleset), facts, settings.requirements.to_dict())
+    moment = datetime.now(timezone.utc)
+    return build_report(settings, moment, moment, results, facts, verdicts)
+
+
+def _named(report: dict, host: str) -> dict:
+    """The report of a host named `host`, whose name shows where a host's name really shows."""
+    report = json.loads(json.dumps(report))
+    report["host"]["hostname"] = host
+    report["checks"][0]["detail"] += (f"; {host}.corp.example.net answered, {host}-02.corp.example.net did not; "
+                                      f"refused by {host}; {host.upper()}")
+    report["checks"][0]["evidence"]["certificate"] = {"subject": f"CN={host}",
+                                                      "san_dns": [host, f"{host}.corp.example.net"]}
+    report["checks"][0]["evidence"]["gateway"] = host  # a key xcheck writes, holding the name
+    return report
+
+
+@pytest.mark.parametrize("host", ["gateway", "nat", "vpn", "azure", "stun", "tls", "current", "esp", "latency"])
+def test_a_host_named_like_xcheck_s_own_words_leaves_them_and_hides_itself(own_wording_report, host):
+    """A host named "gateway" turned "no gateway given (--gateway)" into "no host-1 given". Its
+    redacted report must be the very report a host with a name of its own gets: xcheck's wording
+    intact, and the name hidden wherever it really is (host name, FQDN, a label, peer text)."""
+    with this_host(hostname=host, fqdn=f"{host}.corp.example.net"):
+        hidden = validate_report(redact(_named(own_wording_report, host)))
+    with this_host(hostname=HOST, fqdn=FQDN):
+        expected = redact(_named(own_wording_report, HOST))
+    assert hidden == expected
+    for name, text in outputs(hidden).items():
+        assert text == outputs(expected)[name]
+    assert hidden["host"]["hostname"] == "host-1" and hidden["checks"][0]["evidence"]["gateway"] == "host-1"
+    assert hidden["checks"][0]["detail"].endswith("; host-2 answered, host-3.domain-1 did not; "
+                                                  "refused by host-1; host-1")
+    assert "no gateway given (--gateway)" in render_text(hidden)
+    assert hidden["summary"] == own_wording_report["summary"] and hidden["ruleset"] == "azure-current"
 
 
 # ---------------------------------------------------------------- fuzz
@@ -200,10 +352,35 @@ def test_no_address_or_name_survives_any_rendering(addresses, host, user, target
     with this_host(hostname=host, fqdn=host, user=user, home=f"/home/{user}"):
         hidden = validate_report(redact(report))
     for name, rendered in outputs(hidden).items():
-        # An IPv4-mapped address shows as "::ffff:" and its IPv4 pseudonym: that "::" hides nothing.
-        lowered = re.sub(r"::ffff:(?=[a-z0-9-]+-ipv4-\d)", "", rendered.lower())
+        # An IPv4-mapped address shows as "::ffff:" and its IPv4 pseudonym: that "::" hides nothing
+        # (the text table may wrap between the two, onto its next row of cell borders).
+        lowered = re.sub(r"::ffff:(?=[\s│]*[a-z0-9-]+-ipv4-\d)", "", rendered.lower())
         for canonical, form in addresses:
             assert canonical.lower() not in lowered, (name, canonical)
             assert form.lower() not in lowered, (name, form)
+        for secret in names:
+            assert not _occurs(secret, rendered), (name, secret)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(common_name=hostnames, org=st.lists(labels, min_size=1, max_size=3).map(" ".join), unit=labels, place=labels,
+       component=labels, mailbox=labels, alt_names=st.lists(hostnames, min_size=1, max_size=3),
+       glues=st.lists(glue, min_size=10, max_size=10))
+def test_no_certificate_name_survives_any_rendering(common_name, org, unit, place, component, mailbox, alt_names,
+                                                    glues):
+    """Every name of a gateway's certificate, in its evidence and quoted in free text, is hidden."""
+    email = f"{mailbox}@{common_name}"
+    names = [common_name, org, unit, place, component, email, *alt_names]
+    assume(not any(_occurs(part, BASELINE) for name in names for part in [name, *re.split(r"[ .@]", name)]))
+    assume(len({n.lower() for n in names}) == len(names))  # one may hold another: the longest is hidden first
+    certificate = {"subject": f"CN={common_name}, O={org}, OU={unit}, L={place}, C=US, DC={component}, DC=com, "
+                              f"emailAddress={email}",
+                   "issuer": f"CN={org} CA, O={org}", "san_dns": alt_names}
+    free_text = "".join(g + w for g, w in zip(glues, names)) + glues[-1]
+    report = report_with(detail=free_text, evidence={"gateways": [{"certificate": certificate}]})
+    report["options"]["p2s"]["reasons"][0]["text"] = free_text
+    with this_host():
+        hidden = validate_report(redact(report))
+    for name, rendered in outputs(hidden).items():
         for secret in names:
             assert not _occurs(secret, rendered), (name, secret)

@@ -146,8 +146,11 @@ def _run(config: Path | None, flags: dict, output_format: OutputFormat, output: 
     try:
         from_file = load_file(config) if config else {}
         from_flags = parse_values(given, "command line", labels)
-        # HTTPS_PROXY counts only where no proxy was set: a bad one must not block a good --proxy.
-        from_env = {} if "proxy" in from_file or "proxy" in from_flags else from_environment()
+        # HTTPS_PROXY counts only for the TLS probes of gateways, and only where no proxy was set:
+        # a bad one must not block a good --proxy, nor a run that would never use it.
+        uses_env_proxy = ("gateway" in from_file or "gateway" in from_flags) \
+            and "proxy" not in from_file and "proxy" not in from_flags
+        from_env = from_environment() if uses_env_proxy else {}
         settings = build_settings(from_env, from_file, from_flags)
     except ConfigError as exc:
         raise _fail("bad settings:\n  " + "\n  ".join(exc.lines()), EXIT_USAGE) from None

@@ -62,6 +62,9 @@ IDLE_TIMEOUT_SECONDS = 10.0
 TEST_GRACE_SECONDS = 5.0
 # After DISPLAY_RESULTS the client answers IPERF_DONE at once; not waiting long frees the server.
 DONE_TIMEOUT_SECONDS = 2.0
+# One client's next test waits for the slot; a crowd arriving in that moment is turned away at once,
+# so it cannot hold sockets for seconds.
+MAX_WAITING_CLIENTS = 2
 
 # iperf3's i_errno values (iperf_api.h) for the refusals below, besides IEDURATION: `iperf3 -c` prints their text.
 IENUMSTREAMS = 6
@@ -100,6 +103,7 @@ class Iperf3Server:
         self._accepting: asyncio.Task[None] | None = None
         self._session: _Session | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
+        self._waiting = 0  # clients held for a finishing session's slot
 
     async def start(self) -> None:
         listener = socket.create_server((self.host, self.port), backlog=64)
@@ -136,7 +140,7 @@ class Iperf3Server:
                 self._admit(conn, peer)
             elif self._session.collecting:
                 self._spawn(self._offer_stream(conn, peer))
-            elif self._session.finishing:
+            elif self._session.finishing and self._waiting < MAX_WAITING_CLIENTS:
                 # A client's next test (xcheck's next stage) may connect before the last one's
                 # IPERF_DONE is read: wait for the slot rather than call the server busy.
                 self._spawn(self._admit_after(conn, peer, self._session))
@@ -148,10 +152,13 @@ class Iperf3Server:
         self._spawn(self._serve(conn, self._session))
 
     async def _admit_after(self, conn: socket.socket, peer: str, finishing: _Session) -> None:
+        self._waiting += 1
         try:
             await asyncio.wait_for(finishing.ended.wait(), DONE_TIMEOUT_SECONDS + self.idle_timeout_seconds)
         except TimeoutError:
             pass
+        finally:
+            self._waiting -= 1
         if self._session is None:
             self._admit(conn, peer)
         else:

@@ -99,7 +99,9 @@ def _untrusted(directory: Path, owner: int) -> bool:
 def _resolve(path: Path) -> Path:
     """The file `path` names, symlinks followed one by one (rename must replace the file a link names,
     not the link), refusing a link that the kernel's protected_symlinks would not follow."""
-    current = Path(os.path.abspath(path))
+    # Directories are resolved by realpath, which follows links before `..` as the kernel does;
+    # collapsing `..` as text first would name another file than `> PATH` writes.
+    current = _in_real_directory(Path(path))
     for _ in range(MAX_SYMLINKS):
         try:
             found = os.lstat(current)
@@ -112,13 +114,18 @@ def _resolve(path: Path) -> Path:
         if _untrusted(current.parent, found.st_uid):
             raise ReportWriteError(f"cannot write report to {path}: {current} is a symlink of another user in a "
                                    "shared sticky directory; name the file itself")
-        current = Path(os.path.normpath(current.parent / os.readlink(current)))
+        current = _in_real_directory(current.parent / os.readlink(current))  # an absolute target replaces the parent
     else:
         raise ReportWriteError(f"cannot write report to {path}: too many levels of symbolic links")
-    final = Path(os.path.realpath(current.parent)) / current.name
+    final = current
     if re.fullmatch(r"/proc/(self|\d+)/fd", str(final.parent)):  # /dev/stdout and kin: nothing there
         raise ReportWriteError(f"cannot write report to {path}: file descriptor {final.name} is not open")
     return final
+
+
+def _in_real_directory(path: Path) -> Path:
+    """`path` with its directory resolved (symlinks and `..`, in the kernel's order), its last part kept."""
+    return Path(os.path.realpath(path.parent)) / path.name
 
 
 def _file_destination(path: Path, existing: os.stat_result | None) -> Destination:

@@ -315,15 +315,17 @@ def test_a_5_mb_config_of_unknown_keys_exits_2_with_a_short_message(tmp_path):
 
 
 def test_a_config_just_under_the_bound_of_unknown_keys_prints_a_bounded_list(tmp_path):
-    config = write(tmp_path, "".join(f"k{i} = 1\n" for i in range(90_000)).encode())
+    keys = MAX_CONFIG_BYTES // len("k9999 = 1\n")
+    config = write(tmp_path, "".join(f"k{i} = 1\n" for i in range(keys)).encode())
     assert config.stat().st_size < MAX_CONFIG_BYTES
     completed, _ = run_xcheck("run", "--stun", SILENT_STUN, "--config", str(config))
     assert completed.returncode == 2
-    assert "and 89980 more problems" in completed.stderr and completed.stderr.count("known keys:") == 1
+    assert f"and {keys - MAX_PROBLEMS_SHOWN} more problems" in completed.stderr
+    assert completed.stderr.count("known keys:") == 1
     assert len(completed.stderr.splitlines()) == MAX_PROBLEMS_SHOWN + 3 and len(completed.stderr) < 5000
 
 
-@pytest.mark.parametrize("nesting", ["a = " + "[" * 50_000 + "]" * 50_000, "a = " + "{b = " * 20_000 + "}" * 20_000])
+@pytest.mark.parametrize("nesting", ["a = " + "[" * 30_000 + "]" * 30_000, "a = " + "{b = " * 10_000 + "}" * 10_000])
 def test_a_deeply_nested_config_exits_2(tmp_path, nesting):
     completed, _ = run_xcheck("run", "--stun", SILENT_STUN, "--config", str(write(tmp_path, nesting + "\n")))
     assert completed.returncode == 2, completed.stderr
@@ -344,34 +346,23 @@ def test_https_proxy_from_the_environment_is_validated_like_the_flag():
     assert "secret" not in "".join(refused.value.lines())
 
 
-def test_a_bad_https_proxy_exits_2_unless_a_proxy_is_given():
+def test_a_bad_https_proxy_exits_2_only_where_it_would_be_used():
     import os
     import subprocess
 
     from conftest import XCHECK
 
     environ = os.environ | {"HTTPS_PROXY": "http://user:secret@proxy.example.net"}  # no port
-    bad = subprocess.run([XCHECK, "run", "--stun", SILENT_STUN, "--timeout", "1"], env=environ,
-                         capture_output=True, text=True, timeout=60)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([XCHECK, "run", "--stun", SILENT_STUN, "--timeout", "1", "--format", "json", *args],
+                              env=environ, capture_output=True, text=True, timeout=60)
+
+    # Refused before measuring, so the loopback gateway is never probed.
+    bad = run("--gateway", "127.0.0.1")
     assert bad.returncode == 2 and "HTTPS_PROXY: expected http://" in bad.stderr and "secret" not in bad.stderr
-    # --proxy wins over the environment, so the bad variable is not even read.
-    good = subprocess.run([XCHECK, "run", "--stun", SILENT_STUN, "--timeout", "1", "--proxy", "http://192.0.2.8:3128",
-                           "--format", "json"], env=environ, capture_output=True, text=True, timeout=60)
-    assert good.returncode == 0, good.stderr
-
-
-@pytest.mark.parametrize("bomb", [
-    "a" + ".a" * 200_000 + " = 1",  # tomllib alone: about an hour
-    '"a".' * 100_000 + '"a" = 1',
-    "[" + "t." * 100_000 + "t]\n",
-    "x = {" + "a." * 100_000 + "a = 1}",
-])
-def test_a_dotted_key_bomb_is_refused_before_parsing(tmp_path, bomb):
-    with pytest.raises(ConfigError, match="more than 16 dotted parts"):
-        load_file(write(tmp_path, bomb))
-
-
-def test_dots_in_values_and_short_dotted_keys_are_fine(tmp_path):
-    config = write(tmp_path, 'stun = ["a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.example.net"]\nrequirements.clients = 3\n')
-    settings = load_file(config)
-    assert settings["requirements.clients"] == 3
+    # No gateway: no TLS probe, the variable is not read. --proxy wins over it (and is never used here).
+    assert run().returncode == 0
+    unused = subprocess.run([XCHECK, "run", "--stun", SILENT_STUN, "--timeout", "1", "--format", "json",
+                             "--proxy", "http://192.0.2.8:3128"], env=environ, capture_output=True, text=True, timeout=60)
+    assert unused.returncode == 0, unused.stderr

@@ -323,3 +323,16 @@ def test_a_name_swapped_for_a_symlink_while_measuring_is_refused(tmp_path, monke
         write_report(target, "new\n")
     assert victim.read_text() == "victim\n" and target.is_symlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "victim"]
+
+
+def test_dot_dot_after_a_symlinked_directory_is_where_the_kernel_says(tmp_path):
+    """`link/../r.json` is r.json beside the directory `link` names, as `> link/../r.json` writes it."""
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real" / "sub")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "r.json").symlink_to("../link/../target.json")  # a relative link through it
+    write_report(tmp_path / "link" / ".." / "out.json", "one\n")
+    write_report(tmp_path / "other" / "r.json", "two\n")
+    assert (tmp_path / "real" / "out.json").read_text() == "one\n"
+    assert (tmp_path / "real" / "target.json").read_text() == "two\n"
+    assert not (tmp_path / "out.json").exists() and (tmp_path / "other" / "r.json").is_symlink()

@@ -185,11 +185,18 @@ def _own_wording() -> dict[str, str]:
     """Every string xcheck's code (agent/, checks/) and rule sets spell out (a rule's text split at
     its placeholders), each to its lower case: derived from them, so a new message needs no list."""
     strings: set[str] = set()
+
+    def modules(folder: Any) -> Any:  # subpackages included
+        for entry in folder.iterdir():
+            if entry.is_dir():
+                yield from modules(entry)
+            elif entry.name.endswith(".py"):
+                yield entry
+
     for package in ("agent", "checks"):
-        for module in resources.files(package).iterdir():
-            if module.name.endswith(".py"):
-                strings.update(node.value for node in ast.walk(ast.parse(module.read_text(encoding="utf-8")))
-                               if isinstance(node, ast.Constant) and isinstance(node.value, str))
+        for module in modules(resources.files(package)):
+            strings.update(node.value for node in ast.walk(ast.parse(module.read_text(encoding="utf-8")))
+                           if isinstance(node, ast.Constant) and isinstance(node.value, str))
 
     def collect(node: Any) -> None:
         if isinstance(node, dict):

@@ -24,7 +24,7 @@ from typing import Any
 
 from agent import __version__
 from agent.config import DEFAULT_STUN, Settings
-from checks.addressing import classify
+from checks.addressing import classify, is_ip_literal
 from checks.contract import CheckResult, Endpoint
 from checks.registry import CHECKS
 
@@ -221,20 +221,12 @@ def _own_wording_at_once() -> str:
     return "\0".join(_own_wording().values())
 
 
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _target_hosts(targets: dict[str, Any]) -> list[str]:
     """The names (not the addresses) the user gave as targets, but for xcheck's own defaults."""
     endpoints = [*targets.get("stun", []), *filter(None, [targets.get("iperf")])]
     hosts = [Endpoint.parse(text, 1).host for text in endpoints] + list(targets.get("gateways", []))
     defaults = {Endpoint.parse(text, 1).host for text in DEFAULT_STUN}
-    return [host for host in hosts if not _is_address(host) and host not in defaults]
+    return [host for host in hosts if not is_ip_literal(host) and host not in defaults]
 
 
 def _with_domains(name: str, kind: str) -> list[tuple[str, str]]:
@@ -292,7 +284,7 @@ def _names_to_hide(report: dict[str, Any]) -> dict[str, str]:
     hidden: dict[str, str] = {}
     for name, kind in names:
         # An address is hidden as one, by its class; what holds no letter or digit names no one.
-        if name.lower() not in _SAME_EVERYWHERE and any(c.isalnum() for c in name) and not _is_address(name):
+        if name.lower() not in _SAME_EVERYWHERE and any(c.isalnum() for c in name) and not is_ip_literal(name):
             hidden.setdefault(name.lower(), kind)
     return hidden
 

@@ -68,6 +68,15 @@ def is_cgnat(address: str | IPAddress) -> bool:
     return classify(address) is AddressClass.CGNAT
 
 
+def is_ip_literal(text: str) -> bool:
+    """Whether `text` is an IPv4 or IPv6 address as written, not a name."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def source_address_toward(ip: str, port: int) -> str | None:
     """The local IPv4 address the kernel would send from toward ip:port.
 

@@ -27,6 +27,14 @@ SAMPLE_TIMEOUT_SECONDS = 1.0  # a round trip slower than this counts as lost
 UDP_PORT = 3478
 
 
+def no_route_to(ip: str, port: int) -> Outcome | None:
+    """The far end's checks' result when this host has no route to it: every connect would fail
+    here, not out there."""
+    if source_address_toward(ip, port) is None:
+        return Outcome.fail(Reason.NETWORK_ERROR, f"this host has no route to {ip}")
+    return None
+
+
 async def tcp_connect_time(ip: str, port: int, timeout: float) -> float | None:
     """One connect() round trip; None when it timed out or failed."""
     loop = asyncio.get_running_loop()
@@ -102,8 +110,8 @@ async def probe(ctx: CheckContext) -> Outcome:
         ip = await ctx.resolver.resolve(far_end.host, ctx.remaining())
     except OSError as exc:
         return Outcome.fail(Reason.RESOLVE_FAILED, str(exc))
-    if source_address_toward(ip, far_end.port) is None:  # every connect would fail here, not out there
-        return Outcome.fail(Reason.NETWORK_ERROR, f"this host has no route to {ip}")
+    if (no_route := no_route_to(ip, far_end.port)) is not None:
+        return no_route
     evidence = {"far_end": str(far_end), "address": ip, "tcp_port": far_end.port, "udp_port": UDP_PORT,
                 **await measure(ctx, ip, far_end.port, SAMPLES, SAMPLE_INTERVAL_SECONDS, ctx.deadline - 0.5)}
     tcp = evidence["tcp"]

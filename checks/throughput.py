@@ -11,7 +11,6 @@ import asyncio
 from typing import Any
 
 from checks import iperf3, latency
-from checks.addressing import source_address_toward
 from checks.contract import Check, CheckContext, Outcome, Reason, Targets, ThroughputPlan
 
 # Beyond a stage's planned seconds: connection set-up, results exchange, a slow server's end.
@@ -117,8 +116,8 @@ async def probe(ctx: CheckContext) -> Outcome:
         ip = await ctx.resolver.resolve(far_end.host, ctx.remaining())
     except OSError as exc:
         return Outcome.fail(Reason.RESOLVE_FAILED, str(exc))
-    if source_address_toward(ip, far_end.port) is None:  # every connect would fail here, not out there
-        return Outcome.fail(Reason.NETWORK_ERROR, f"this host has no route to {ip}")
+    if (no_route := latency.no_route_to(ip, far_end.port)) is not None:
+        return no_route
     stages: list[dict[str, Any]] = []
     done = 0.0
     for streams, reverse in ((n, r) for n in plan.streams for r in (False, True)):

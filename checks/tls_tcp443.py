@@ -10,9 +10,9 @@ such, not as interception.
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 from typing import Any
 
+from checks.addressing import is_ip_literal
 from checks.contract import Check, CheckContext, Outcome
 from checks.tls_client import UNKNOWN_ISSUER_VERIFY_CODES, Result, TlsSession, probe_gateways
 
@@ -48,7 +48,7 @@ async def _describe(ctx: CheckContext, gateway: str, session: TlsSession) -> tup
     suspicion = interception_evidence(gateway, session, expected_sha256)
     matches = certificate.sha256 == expected_sha256 if expected_sha256 and certificate else None
     own = {
-        "sni": None if _is_address(gateway) else gateway,  # Python sends no SNI for an IP address
+        "sni": None if is_ip_literal(gateway) else gateway,  # Python sends no SNI for an IP address
         "certificate": certificate.evidence(dt.datetime.now(dt.UTC)) if certificate else None,
         "fingerprint_expected": expected_sha256,
         "fingerprint_matches": matches,
@@ -65,14 +65,6 @@ async def _describe(ctx: CheckContext, gateway: str, session: TlsSession) -> tup
     if suspicion:
         parts.append("TLS interception suspected")
     return Result.SUCCESS, "; ".join(parts), own
-
-
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _normalised(fingerprint: str | None) -> str | None:

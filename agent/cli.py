@@ -221,7 +221,7 @@ def responder(
     import asyncio
     import logging
 
-    from agent.responder import serve
+    from agent.responder.serve import serve
 
     problem = _responder_addresses_problem(listen, alternate)
     if problem:

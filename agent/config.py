@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.verdicts import DEFAULT_RULESET, OPTIONS, available_rulesets
-from checks import iperf3
+from checks.protocols import iperf3
 from checks.contract import Endpoint, Targets, ThroughputPlan
-from checks.tls_client import Proxy
+from checks.transport.tls_client import Proxy
 
 STUN_PORT = 3478
 # Stream counts per profile: "azurect" runs the stages of Microsoft's AzureCT Get-LinkPerformance.

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from checks.addressing import AddressClass, is_cgnat
+from checks.transport.addressing import AddressClass, is_cgnat
 from checks.contract import CheckResult
 
 

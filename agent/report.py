@@ -24,7 +24,7 @@ from typing import Any
 
 from agent import __version__
 from agent.config import DEFAULT_STUN, Settings
-from checks.addressing import classify, is_ip_literal
+from checks.transport.addressing import classify, is_ip_literal
 from checks.contract import CheckResult, Endpoint
 from checks.registry import CHECKS
 
@@ -143,12 +143,12 @@ _SAME_EVERYWHERE = frozenset({"localhost", "localhost.localdomain", "localdomain
 # two-letter code that names no one. A top-level DC ("com") is hidden too: certificates list DC
 # values in either order, so which one is the top level is not known. Each kind keeps its class:
 # `name-1`, `org-1`, `place-1`, `domain-1`.
-_CERTIFICATE_NAME_KEYS = ("subject", "issuer", "certificate_subject")  # checks.tls_client's evidence
+_CERTIFICATE_NAME_KEYS = ("subject", "issuer", "certificate_subject")  # checks.transport.tls_client's evidence
 _CERTIFICATE_DNS_KEY = "san_dns"
 _DN_KINDS = {"CN": "name", "O": "org", "OU": "org", "L": "place", "ST": "place", "DC": "domain",
              "emailAddress": "email"}
 _DN_UNHIDDEN = frozenset({"C"})
-# Where each attribute of a Name as checks.tls_client writes it begins: "CN=x, O=y, 2.5.4.97=z".
+# Where each attribute of a Name as checks.transport.tls_client writes it begins: "CN=x, O=y, 2.5.4.97=z".
 _DN_ATTRIBUTE = re.compile(r"(?:^|, )([A-Za-z]+|\d+(?:\.\d+)+)=")
 _DNS_NAME = re.compile(r"(?:\*\.)?(?:[\w-]+\.)+[A-Za-z][\w-]*\.?")
 

@@ -105,7 +105,7 @@ def gateway_runs(rounds: int, timeout: float) -> None:
     healthy, dropped = statistics.median(figures["open"]), statistics.median(figures["drop"])
     # The IKE probes import scapy before the deadlines start (Check.prepare), so the reference for a
     # run cut off by its timeout is the timeout plus that import, measured here on the same machine.
-    scapy = statistics.median(wall([sys.executable, "-c", "import checks.ike"])
+    scapy = statistics.median(wall([sys.executable, "-c", "import checks.protocols.ike"])
                               - wall([sys.executable, "-c", "import checks.contract"]) for _ in range(5))
     print(f"--gateway, healthy lab: xcheck run {healthy:.3f} s wall (target < 1.5 s; max {max(figures['open']):.3f} s)")
     print(f"--gateway, every UDP port dropped: {dropped:.3f} s wall with --timeout {timeout:g} "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from checks import (
+from checks.probes import (
     esp,
     gateway_health,
     ike_natt_udp4500,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from checks import stun  # noqa: E402
+from checks.protocols import stun  # noqa: E402
 
 Address = tuple[str, int]
 

@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--fingerprint")
     parser.add_argument("--proxy")
     args = parser.parse_args()
-    module = importlib.import_module(f"checks.{args.check}")
+    module = importlib.import_module(f"checks.probes.{args.check}")
     targets = Targets(gateways=tuple(args.gateway), gateway_fingerprint=args.fingerprint, proxy=args.proxy)
 
     async def run():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from checks.addressing import AddressClass, classify, is_cgnat, source_address_toward
+from checks.transport.addressing import AddressClass, classify, is_cgnat, source_address_toward
 
 
 @pytest.mark.parametrize(

@@ -26,11 +26,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lab import Lab
 
-from agent import esp_echo
-from agent.esp_echo import EspEcho, answer, serve_esp_echo
-from checks import esp
+from agent.responder import esp_echo
+from agent.responder.esp_echo import EspEcho, answer, serve_esp_echo
+from checks.probes import esp
 from checks.contract import CheckContext, Reason, Resolver, Status, Targets
-from checks.esp import PROBE_SPI, EspParseError, EspProbe, Kind, esp_of_ipv4
+from checks.probes.esp import PROBE_SPI, EspParseError, EspProbe, Kind, esp_of_ipv4
 
 RUN_PROBE = str(Path(__file__).with_name("run_probe.py"))
 TOKEN = bytes(range(16))
@@ -186,7 +186,7 @@ def test_echo_on_loopback():
 _ECHO_SERVER = """
 import asyncio, sys
 sys.path.insert(0, {root!r})
-from agent.esp_echo import serve_esp_echo
+from agent.responder.esp_echo import serve_esp_echo
 
 async def main():
     await serve_esp_echo({host!r})

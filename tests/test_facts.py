@@ -7,7 +7,7 @@ from checks.contract import CheckResult, Reason, Status
 
 
 def interfaces(*addresses):
-    from checks.addressing import classify
+    from checks.transport.addressing import classify
 
     evidence = {"interfaces": [{"name": "eth0", "mtu": 1500, "addresses": [
         {"address": a, "family": "ipv4", "prefix_length": 24, "class": str(classify(a))} for a in addresses]}], "routes": []}

@@ -19,11 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.ike_stub import BURST, RATE_PER_SECOND, IkeStub, answer, serve_ike
-from agent.rate_limit import TokenBuckets
-from checks import ike
-from checks.icmp_errors import IcmpError
-from checks.udp_probe import InvalidAnswer, UdpProbe, UdpResult, classify_icmp
+from agent.responder.ike_stub import BURST, RATE_PER_SECOND, IkeStub, answer, serve_ike
+from agent.responder.rate_limit import TokenBuckets
+from checks.protocols import ike
+from checks.transport.icmp_errors import IcmpError
+from checks.transport.udp_probe import InvalidAnswer, UdpProbe, UdpResult, classify_icmp
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ike"
 LOCAL, REMOTE = ("10.0.0.2", 40000), ("203.0.113.10", 500)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from checks import iperf3
-from checks.iperf3 import STALL_SECONDS, Failure, TestSpec, run_test
+from checks.protocols import iperf3
+from checks.protocols.iperf3 import STALL_SECONDS, Failure, TestSpec, run_test
 
 LOOPBACK = "127.0.0.1"
 pytestmark = pytest.mark.skipif(shutil.which("iperf3") is None, reason="needs iperf3 (apt install iperf3)")

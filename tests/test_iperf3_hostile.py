@@ -33,10 +33,11 @@ from test_iperf3_protocol import _recv_exact, _recv_json, load, parse_exchange
 from test_iperf3_server import ServerThread
 from test_lab_throughput import checks, iperf3_server, measure
 
-from agent.iperf3_server import DEFAULT_MAX_TEST_SECONDS
-from checks import iperf3, throughput
+from agent.responder.iperf3_server import DEFAULT_MAX_TEST_SECONDS
+from checks.probes import throughput
+from checks.protocols import iperf3
 from checks.contract import CheckContext, Endpoint, Outcome, Reason, Resolver, Status, Targets, ThroughputPlan
-from checks.iperf3 import COOKIE_SIZE, Failure, State, StreamFigures, TestSpec, run_test
+from checks.protocols.iperf3 import COOKIE_SIZE, Failure, State, StreamFigures, TestSpec, run_test
 
 LOOPBACK = "127.0.0.1"
 # Bounds that only prove "does not hang": far above what a loaded 2-core machine needs.

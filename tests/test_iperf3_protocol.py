@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from checks import iperf3
-from checks.iperf3 import (
+from checks.protocols import iperf3
+from checks.protocols.iperf3 import (
     COOKIE_ALPHABET,
     COOKIE_SIZE,
     Failure,

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from agent.iperf3_server import Iperf3Server
-from checks.iperf3 import Failure, TestSpec, run_test
+from agent.responder.iperf3_server import Iperf3Server
+from checks.protocols.iperf3 import Failure, TestSpec, run_test
 
 LOOPBACK = "127.0.0.1"
 pytestmark = pytest.mark.skipif(shutil.which("iperf3") is None, reason="needs iperf3 (apt install iperf3)")
@@ -191,7 +191,7 @@ def test_a_next_test_arriving_before_the_last_goodbye_is_served_not_turned_away(
     """xcheck's stages run back to back: the next one may connect before the server has read the
     last one's IPERF_DONE. Made deterministic here: the first client connects the second test at the
     moment it would say goodbye, and says it only after."""
-    from checks import iperf3
+    from checks.protocols import iperf3
 
     second: list = []
     send = iperf3._ClientTest._send

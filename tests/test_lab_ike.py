@@ -283,7 +283,7 @@ def test_a_blocked_port_fails_with_the_reason_and_the_other_still_answers(nat_la
 
 def test_the_responder_stub_satisfies_ike_scan_and_the_checks():
     """agent/ike_stub.py as `xcheck responder` runs it, against ike-scan and xcheck's own probes."""
-    serve = ("import asyncio\nfrom agent.ike_stub import serve_ike\n"
+    serve = ("import asyncio\nfrom agent.responder.ike_stub import serve_ike\n"
              "async def main():\n"
              f"    await serve_ike({STUB_ADDRESS!r})\n"
              "    await asyncio.Event().wait()\n"
@@ -313,7 +313,7 @@ FIXTURES = REPO / "tests" / "fixtures" / "ike"
 _SEND = """\
 import json, socket, sys
 sys.path.insert(0, ".")
-from checks import ike
+from checks.protocols import ike
 spec = json.load(sys.stdin)
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 sock.connect((spec["gateway"], spec["port"]))

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from agent.tls_responder import serve_tls
+from agent.responder.tls_responder import serve_tls
 from test_tls import _issue
 
 pytestmark = [

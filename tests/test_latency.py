@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from checks.latency import sample, summarize, tcp_connect_time
+from checks.probes.latency import sample, summarize, tcp_connect_time
 
 
 def test_summary_percentiles_jitter_and_loss():

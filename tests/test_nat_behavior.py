@@ -15,9 +15,10 @@ import time
 
 import pytest
 
-from checks import nat_behavior, stun
+from checks.probes import nat_behavior
+from checks.protocols import stun
 from checks.contract import CheckContext, CheckResult, Reason, Resolver, Status, Targets
-from checks.stun_client import cached_rto
+from checks.transport.stun_client import cached_rto
 
 PRIMARY_IP, OTHER_IP = "127.0.0.1", "127.0.0.2"
 RTT_SECONDS = 0.0001  # what stun_binding measured to the fake server: nat_behavior takes its RTO from it

@@ -17,12 +17,12 @@ import time
 import pytest
 
 from agent.facts import derive_facts
-from checks import esp, ike_udp500, path_mtu, stun_binding
+from checks.probes import esp, ike_udp500, path_mtu, stun_binding
 from checks.contract import CheckContext, CheckResult, Endpoint, Outcome, Reason, Resolver, Status, Targets
-from checks.stun_client import REASONS as STUN_REASONS
-from checks.stun_client import Deadline, StunClient
-from checks.udp_probe import REASONS as UDP_REASONS
-from checks.udp_probe import UdpProbe
+from checks.transport.stun_client import REASONS as STUN_REASONS
+from checks.transport.stun_client import Deadline, StunClient
+from checks.transport.udp_probe import REASONS as UDP_REASONS
+from checks.transport.udp_probe import UdpProbe
 
 # Far longer than any test here waits: silence is cut off by the deadline well within one RTO,
 # however late a busy machine runs the event loop.

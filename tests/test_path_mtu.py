@@ -21,10 +21,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lab import Lab
 
-from checks import path_mtu
+from checks.probes import path_mtu
 from checks.contract import CheckContext, Reason, Resolver, Status, Targets
-from checks.icmp_errors import IcmpError
-from checks.path_mtu import IPV4_MIN_MTU, RoundResult, azure_comparison, search, sizes_between
+from checks.transport.icmp_errors import IcmpError
+from checks.probes.path_mtu import IPV4_MIN_MTU, RoundResult, azure_comparison, search, sizes_between
 
 
 RUN_PROBE = str(Path(__file__).with_name("run_probe.py"))

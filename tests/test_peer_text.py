@@ -24,7 +24,7 @@ from test_report import sample_report
 from agent.render import render_json, render_markdown, render_text
 from agent.runner import run_checks
 from agent.text import MAX_TEXT_CHARS, markdown, markdown_code, visible
-from checks import stun
+from checks.protocols import stun
 from checks.contract import Check, Outcome, Targets
 
 INVISIBLE = {"Cc", "Cf", "Cs", "Zl", "Zp"}

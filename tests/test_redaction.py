@@ -33,7 +33,7 @@ from agent.render import render_json, render_markdown, render_text
 from agent.report import build_report, redact
 from agent.runner import run_checks
 from agent.verdicts import evaluate, load_ruleset
-from checks import tls_tcp443
+from checks.probes import tls_tcp443
 from checks.contract import CheckResult, Targets
 from checks.registry import CHECKS
 

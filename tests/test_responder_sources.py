@@ -18,14 +18,15 @@ import pytest
 from test_esp import context as esp_context
 from test_tls_responder_limits import HELD, _health, _tls, _with_responder
 
-from agent import ike_stub, stun_server
-from agent.esp_echo import serve_esp_echo
-from agent.ike_stub import IkeStub
-from agent.rate_limit import ConnectionSlots, TokenBuckets
-from agent.stun_server import StunServer, serve_stun
-from checks import esp, ike, stun
+from agent.responder import ike_stub, stun_server
+from agent.responder.esp_echo import serve_esp_echo
+from agent.responder.ike_stub import IkeStub
+from agent.responder.rate_limit import ConnectionSlots, TokenBuckets
+from agent.responder.stun_server import StunServer, serve_stun
+from checks.probes import esp
+from checks.protocols import ike, stun
 from checks.contract import Status
-from checks.stun_client import REQUEST_BYTES, AnswerKind, Deadline, StunClient
+from checks.transport.stun_client import REQUEST_BYTES, AnswerKind, Deadline, StunClient
 
 BOUND_SECONDS = 30.0  # what must happen, happens within this, however busy the machine
 IPV4_CLIENT = "198.51.100.7"

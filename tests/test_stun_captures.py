@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from checks import stun
+from checks.protocols import stun
 
 FIXTURES = Path(__file__).parent / "fixtures" / "stun"
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from checks import stun
-from checks.stun_client import AnswerKind, Deadline, StunClient, cached_rto
+from checks.protocols import stun
+from checks.transport.stun_client import AnswerKind, Deadline, StunClient, cached_rto
 
 
 def success(request: bytes, mapped: tuple[str, int], extra=()) -> bytes:

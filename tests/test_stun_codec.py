@@ -1,4 +1,4 @@
-"""Unit tests for checks.stun against RFC 5769 vectors and hand-built messages."""
+"""Unit tests for checks.protocols.stun against RFC 5769 vectors and hand-built messages."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from checks.stun import (
+from checks.protocols.stun import (
     BINDING,
     HEADER_LENGTH,
     MAGIC_COOKIE,

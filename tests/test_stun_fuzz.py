@@ -1,4 +1,4 @@
-"""Property tests for checks.stun: hostile bytes only ever yield a StunMessage or StunParseError."""
+"""Property tests for checks.protocols.stun: hostile bytes only ever yield a StunMessage or StunParseError."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import zlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from checks.stun import (
+from checks.protocols.stun import (
     BINDING,
     HEADER_LENGTH,
     MAGIC_COOKIE,

@@ -26,9 +26,10 @@ from hostile_stun_server import lying_answer
 from lab import Lab
 
 from agent import runner
-from checks import nat_behavior, stun, stun_binding
+from checks.probes import nat_behavior, stun_binding
+from checks.protocols import stun
 from checks.contract import CheckResult, Endpoint, Reason, Status, Targets
-from checks.stun_client import mapped_address_problem
+from checks.transport.stun_client import mapped_address_problem
 
 HELPER = str(Path(__file__).with_name("hostile_stun_server.py"))
 T = stun.TransportAddress.parse

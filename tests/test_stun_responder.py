@@ -12,10 +12,11 @@ import time
 import pytest
 
 from agent import runner
-from agent.stun_server import StunServer, serve_stun
-from checks import nat_behavior, stun, stun_binding
+from agent.responder.stun_server import StunServer, serve_stun
+from checks.probes import nat_behavior, stun_binding
+from checks.protocols import stun
 from checks.contract import Endpoint, Reason, Status, Targets
-from checks.stun_client import REQUEST_BYTES, AnswerKind, Deadline, StunClient
+from checks.transport.stun_client import REQUEST_BYTES, AnswerKind, Deadline, StunClient
 
 SOURCE = {4: ("198.51.100.7", 40000), 6: ("2001:db8:1::7", 40000)}
 SERVERS = {4: (("203.0.113.10", 3478), ("203.0.113.11", 3479)), 6: (("2001:db8::10", 3478), ("2001:db8::11", 3479))}

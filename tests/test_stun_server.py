@@ -8,9 +8,9 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.stun_server import BURST, StunServer, serve_stun
-from checks import stun
-from checks.stun_client import AnswerKind, Deadline, StunClient
+from agent.responder.stun_server import BURST, StunServer, serve_stun
+from checks.protocols import stun
+from checks.transport.stun_client import AnswerKind, Deadline, StunClient
 
 SOURCE = ("198.51.100.7", 40000)
 

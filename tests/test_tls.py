@@ -28,11 +28,11 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent import tls_responder
-from agent.tls_responder import serve_tls
-from checks import gateway_health, sstp, tls_tcp443
+from agent.responder import tls_responder
+from agent.responder.tls_responder import serve_tls
+from checks.probes import gateway_health, sstp, tls_tcp443
 from checks.contract import CheckContext, Outcome, Reason, Resolver, Status, Targets
-from checks.tls_client import (
+from checks.transport.tls_client import (
     MAX_HEAD_BYTES,
     CertificateParseError,
     HttpParseError,

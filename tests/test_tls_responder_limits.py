@@ -16,10 +16,10 @@ import ssl
 
 import pytest
 
-from agent.rate_limit import ConnectionSlots, source_key
+from agent.responder.rate_limit import ConnectionSlots, source_key
 from agent.runner import run_checks
-from agent.tls_responder import Limits, serve_tls
-from checks import gateway_health, sstp, tls_tcp443
+from agent.responder.tls_responder import Limits, serve_tls
+from checks.probes import gateway_health, sstp, tls_tcp443
 from checks.contract import Status, Targets
 
 LONG_SECONDS = 300.0  # a limit that must not act during a test

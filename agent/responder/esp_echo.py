@@ -19,8 +19,8 @@ import socket
 import time
 from collections.abc import Callable
 
-from agent.rate_limit import TokenBuckets
-from checks.esp import EspParseError, EspProbe, Kind, esp_of_ipv4, open_esp_socket
+from agent.responder.rate_limit import TokenBuckets
+from checks.probes.esp import EspParseError, EspProbe, Kind, esp_of_ipv4, open_esp_socket
 
 # The check resends a probe every 0.25 s until it is echoed: a few a second is plenty, and a
 # spoofed flood toward a victim gets at most this many small packets a second.

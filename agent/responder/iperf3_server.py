@@ -20,7 +20,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from checks.iperf3 import (
+from checks.protocols.iperf3 import (
     COOKIE_SIZE,
     DEFAULT_PORT,
     IEDURATION,

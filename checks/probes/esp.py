@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from checks.contract import Check, CheckContext, Outcome, Reason
-from checks.icmp_errors import ICMP_DEST_UNREACH, enable_error_queue, read_error_queue, send_once_more_on_error
+from checks.transport.icmp_errors import ICMP_DEST_UNREACH, enable_error_queue, read_error_queue, send_once_more_on_error
 
 PROBE_SPI = 0x78636B31  # "xck1": fixed, so a responder knows xcheck's probes by their first 4 bytes
 MAGIC = b"xcheck-esp-probe"

@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from checks import stun
-from checks.addressing import AddressClass, classify
+from checks.protocols import stun
+from checks.transport.addressing import AddressClass, classify
 from checks.contract import Reason
-from checks.udp_probe import unproven_silence
+from checks.transport.udp_probe import unproven_silence
 
 # RFC 8489 §6.2.1: initial RTO of 500 ms, doubled on each retransmission.
 INITIAL_RTO_SECONDS = 0.5
@@ -180,7 +180,7 @@ class StunClient:
         the protocol is remembered but does not end the transaction (§6.3: discard, keep
         waiting); it is reported only if no valid answer follows. A deadline brought forward
         is seen at the next wake-up. Silence is NO_RESPONSE only after a request went out and
-        one RTO passed (checks.udp_probe.unproven_silence); sooner, TIMEOUT.
+        one RTO passed (checks.transport.udp_probe.unproven_silence); sooner, TIMEOUT.
         """
         transaction_id = stun.new_transaction_id()
         request = stun.encode_binding_request(transaction_id, change_ip=change_ip, change_port=change_port,

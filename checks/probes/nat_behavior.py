@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from checks.addressing import AddressClass, classify
+from checks.transport.addressing import AddressClass, classify
 from checks.contract import Check, CheckContext, Outcome, Reason
-from checks.stun import TransportAddress
-from checks.stun_client import REASONS, AnswerKind, BindingAnswer, Deadline, StunClient, cached_rto, unusable_address
+from checks.protocols.stun import TransportAddress
+from checks.transport.stun_client import REASONS, AnswerKind, BindingAnswer, Deadline, StunClient, cached_rto, unusable_address
 
 ENDPOINT_INDEPENDENT = "endpoint-independent"
 ADDRESS_DEPENDENT = "address-dependent"

@@ -25,10 +25,10 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from checks.contract import Check, CheckContext, Outcome, Reason, Targets
-from checks.udp_probe import REASONS, InvalidAnswer, UdpExchange, UdpProbe, UdpResult
+from checks.transport.udp_probe import REASONS, InvalidAnswer, UdpExchange, UdpProbe, UdpResult
 
-if TYPE_CHECKING:  # checks.ike imports scapy: loaded only when a probe runs (`xcheck --help` stays light)
-    from checks.ike import IkeAnswer, IkeSaInit, MainModeRequest
+if TYPE_CHECKING:  # checks.protocols.ike imports scapy: loaded only when a probe runs (`xcheck --help` stays light)
+    from checks.protocols.ike import IkeAnswer, IkeSaInit, MainModeRequest
 
 DEADLINE_MARGIN_SECONDS = 0.05  # return before the runner's deadline, not at it
 # An INVALID_KE_PAYLOAD and a COOKIE are each followed once, as an initiator would; a
@@ -52,9 +52,9 @@ async def probe(ctx: CheckContext) -> Outcome:
 
 
 def prepare(targets: Targets) -> None:
-    """Import scapy (through checks.ike) before the deadlines start, when there is a gateway to probe."""
+    """Import scapy (through checks.protocols.ike) before the deadlines start, when there is a gateway to probe."""
     if targets.gateways:
-        importlib.import_module("checks.ike")
+        importlib.import_module("checks.protocols.ike")
 
 
 async def probe_gateways(ctx: CheckContext, variant: IkeVariant) -> Outcome:
@@ -62,7 +62,7 @@ async def probe_gateways(ctx: CheckContext, variant: IkeVariant) -> Outcome:
     if not ctx.targets.gateways:
         return Outcome.skipped(Reason.NO_TARGET, "no gateway given (--gateway)")
     # Imported already when the runner prepared the check; else in a thread, so concurrent checks run on.
-    ike = await asyncio.to_thread(importlib.import_module, "checks.ike")
+    ike = await asyncio.to_thread(importlib.import_module, "checks.protocols.ike")
     deadline = ctx.deadline - DEADLINE_MARGIN_SECONDS
     gateways = list(await asyncio.gather(*(_probe_gateway(ctx, ike, host, variant, deadline)
                                            for host in ctx.targets.gateways)))

@@ -12,7 +12,7 @@ import asyncio
 from typing import Any
 
 from checks.contract import Check, CheckContext, Outcome
-from checks.tls_client import Result, TlsSession, probe_gateways, read_response
+from checks.transport.tls_client import Result, TlsSession, probe_gateways, read_response
 
 PORT = 8081
 PATH = "/healthprobe"

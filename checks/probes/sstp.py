@@ -18,7 +18,7 @@ import uuid
 from typing import Any
 
 from checks.contract import Check, CheckContext, Outcome
-from checks.tls_client import ResponseHead, Result, TlsSession, probe_gateways, read_response
+from checks.transport.tls_client import ResponseHead, Result, TlsSession, probe_gateways, read_response
 
 PORT = 443
 SSTP_PATH = "/sra_{BA195980-CD49-458b-9E23-C84EE0ADCD75}/"

@@ -17,9 +17,9 @@ import statistics
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from checks.addressing import source_address_toward
+from checks.transport.addressing import source_address_toward
 from checks.contract import Check, CheckContext, Outcome, Reason, Targets
-from checks.stun_client import AnswerKind, Deadline, StunClient
+from checks.transport.stun_client import AnswerKind, Deadline, StunClient
 
 SAMPLES = 20
 SAMPLE_INTERVAL_SECONDS = 0.05

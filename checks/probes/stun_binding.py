@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from checks.addressing import source_address_toward
+from checks.transport.addressing import source_address_toward
 from checks.contract import Check, CheckContext, Endpoint, Outcome, Reason
-from checks.stun_client import REASONS, AnswerKind, BindingAnswer, Deadline, StunClient
+from checks.transport.stun_client import REASONS, AnswerKind, BindingAnswer, Deadline, StunClient
 
 
 # Once one server has answered, the others get this long: a dead default server must not hold

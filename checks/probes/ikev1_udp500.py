@@ -10,7 +10,7 @@ responder answers. IKEv1 exchanges NAT detection only in its third and fourth me
 from __future__ import annotations
 
 from checks.contract import Check, CheckContext, Outcome
-from checks.ike_udp500 import IkeVariant, prepare, probe_gateways
+from checks.probes.ike_udp500 import IkeVariant, prepare, probe_gateways
 
 IKEV1_UDP500 = IkeVariant(500, 1, False, "IKEv1 Main Mode on UDP 500")
 

@@ -13,11 +13,11 @@ import logging
 import signal
 from pathlib import Path
 
-from agent.esp_echo import serve_esp_echo
-from agent.ike_stub import serve_ike
-from agent.iperf3_server import DEFAULT_MAX_TEST_SECONDS, Iperf3Server
-from agent.stun_server import serve_stun
-from agent.tls_responder import serve_tls
+from agent.responder.esp_echo import serve_esp_echo
+from agent.responder.ike_stub import serve_ike
+from agent.responder.iperf3_server import DEFAULT_MAX_TEST_SECONDS, Iperf3Server
+from agent.responder.stun_server import serve_stun
+from agent.responder.tls_responder import serve_tls
 
 _log = logging.getLogger("xcheck.responder")
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from checks.addressing import is_ip_literal
+from checks.transport.addressing import is_ip_literal
 from checks.contract import Check, CheckContext, Outcome
-from checks.tls_client import UNKNOWN_ISSUER_VERIFY_CODES, Result, TlsSession, probe_gateways
+from checks.transport.tls_client import UNKNOWN_ISSUER_VERIFY_CODES, Result, TlsSession, probe_gateways
 
 PORT = 443
 

@@ -10,7 +10,7 @@ Otherwise this is checks/ike_udp500.py, evidence and all.
 from __future__ import annotations
 
 from checks.contract import Check, CheckContext, Outcome
-from checks.ike_udp500 import IkeVariant, prepare, probe_gateways
+from checks.probes.ike_udp500 import IkeVariant, prepare, probe_gateways
 
 IKEV2_NATT_UDP4500 = IkeVariant(4500, 2, True, "IKEv2 IKE_SA_INIT on UDP 4500 (NAT-T)")
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from checks import iperf3, latency
+from checks.probes import latency
+from checks.protocols import iperf3
 from checks.contract import Check, CheckContext, Outcome, Reason, Targets, ThroughputPlan
 
 # Beyond a stage's planned seconds: connection set-up, results exchange, a slow server's end.

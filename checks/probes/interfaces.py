@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from checks.addressing import classify, source_address_toward
+from checks.transport.addressing import classify, source_address_toward
 from checks.contract import Check, CheckContext, Outcome, Reason
 
 _FAMILIES = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from checks.contract import Reason
-from checks.icmp_errors import IcmpError, enable_error_queue, read_error_queue, send_once_more_on_error
+from checks.transport.icmp_errors import IcmpError, enable_error_queue, read_error_queue, send_once_more_on_error
 
 # RFC 8489 §6.2.1 (and RFC 7296 §2.1's advice to back off): first retransmission after
 # 0.5 s, then 1 s, 2 s, ... so that a lost datagram is resent early without flooding.

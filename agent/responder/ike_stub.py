@@ -23,8 +23,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from agent.rate_limit import TokenBuckets, source_address
-from checks import ike
+from agent.responder.rate_limit import TokenBuckets, source_address
+from checks.protocols import ike
 
 # Initiators retransmit every 0.5 s or slower; a few answers a second serve xcheck and ike-scan,
 # and a spoofed flood toward a victim gets at most this many 36-byte datagrams a second.

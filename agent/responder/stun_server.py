@@ -20,8 +20,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from agent.rate_limit import TokenBuckets, source_address
-from checks import stun
+from agent.responder.rate_limit import TokenBuckets, source_address
+from checks.protocols import stun
 
 # Enough for latency sampling (20 per second) with room to spare; a spoofed flood toward a
 # victim gets at most this many small answers a second.

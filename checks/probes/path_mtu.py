@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from checks.contract import Check, CheckContext, Outcome, Reason
-from checks.icmp_errors import (
+from checks.transport.icmp_errors import (
     ICMP_DEST_UNREACH,
     ICMP_FRAG_NEEDED,
     ICMP_PORT_UNREACH,

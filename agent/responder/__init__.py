@@ -1,0 +1,1 @@
+"""`xcheck responder`: the far end, a separate deployable (a VM in the virtual network) that answers xcheck's probes."""

@@ -1,0 +1,1 @@
+"""Wire codecs: strict, bounded, no I/O. Shared by the probes and by the far end (agent/responder)."""

@@ -1,0 +1,1 @@
+"""I/O engines the probes share: ICMP-aware UDP exchanges, STUN transactions, TLS sessions, address classes."""

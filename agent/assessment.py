@@ -1,22 +1,55 @@
-"""One assessment: run the checks, derive the facts, apply the rule set, build the report."""
+"""One assessment: the checks' results, the facts derived from them, and the verdicts the rule
+set gives. The JSON report, the text and markdown renderings and the daemon's metrics all read
+an `Assessment`; `assessment_of` is the one function that makes one."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from agent.config import Settings
 from agent.facts import derive_facts
-from agent.report import build_report
 from agent.runner import Progress, run_checks
-from agent.verdicts import evaluate, load_ruleset
+from agent.store import ResultStore
+from agent.verdicts import RuleSet, evaluate, load_ruleset
+from checks.contract import Check, CheckRun, Targets
 from checks.registry import CHECKS
 
 
-async def assess(settings: Settings, progress: Progress = lambda check, fraction, text: None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Assessment:
+    started_at: datetime
+    finished_at: datetime
+    ruleset: str
+    requirements: Mapping[str, Any]
+    targets: Targets
+    runs: tuple[CheckRun, ...]  # in the registry's order
+    facts: Mapping[str, Any]
+    options: Mapping[str, Any]  # per option: title, verdict, reasons
+    recommendation: tuple[str, ...]
+
+
+def assessment_of(runs: Iterable[CheckRun], ruleset: RuleSet, requirements: Mapping[str, Any], targets: Targets,
+                  started_at: datetime, finished_at: datetime) -> Assessment:
+    by_name = {run.name: run for run in runs}
+    ordered = tuple(by_name[name] for name in CHECKS if name in by_name)
+    facts = derive_facts(ordered)
+    verdicts = evaluate(ruleset, facts, requirements)
+    return Assessment(started_at, finished_at, ruleset.name, dict(requirements), targets, ordered, facts,
+                      verdicts["options"], tuple(verdicts["recommendation"]))
+
+
+async def assess(settings: Settings, progress: Progress = lambda check, fraction, text: None,
+                 checks: Iterable[Check] = CHECKS.values(), store: ResultStore | None = None) -> Assessment:
+    """Run `checks` (all by default) into `store` (a new one by default) and assess the store's
+    latest results: a subset run is judged with the latest results of the other checks."""
     ruleset = load_ruleset(settings.ruleset)
+    targets = dataclasses.replace(settings.targets, ike_offer=ruleset.ike_offer)  # what IKE proposes is the rule set's
+    store = store if store is not None else ResultStore()
     started_at = datetime.now(timezone.utc)
-    results = await run_checks(CHECKS.values(), settings.targets, settings.timeout_seconds, progress=progress)
-    facts = derive_facts(results)
-    verdicts = evaluate(ruleset, facts, settings.requirements.to_dict())
-    return build_report(settings, started_at, datetime.now(timezone.utc), results, facts, verdicts)
+    await run_checks(checks, targets, settings.timeout_seconds, store=store, progress=progress)
+    return assessment_of(store.runs(), ruleset, settings.requirements.to_dict(), targets, started_at,
+                         datetime.now(timezone.utc))

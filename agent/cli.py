@@ -139,6 +139,7 @@ def _run(config: Path | None, flags: dict, output_format: OutputFormat, output: 
     from agent.config import ConfigError, build_settings, from_environment, load_file, parse_values
     from agent.output import ReportWriteError, check_output, write_report
     from agent.render import RENDERERS
+    from agent.report import build_report
     from agent.report import redact as redact_report
 
     given = {_FLAG_FIELDS[flag]: value for flag, value in flags.items() if value not in (None, [])}
@@ -161,7 +162,8 @@ def _run(config: Path | None, flags: dict, output_format: OutputFormat, output: 
             raise _fail(str(exc), EXIT_USAGE) from None
 
     with _progress(output_format is OutputFormat.text and output is None) as progress:
-        report = asyncio.run(assess(settings, progress))
+        assessment = asyncio.run(assess(settings, progress))
+    report = build_report(assessment)
     if redact:
         report = redact_report(report)
     render = RENDERERS[output_format.value]
@@ -178,9 +180,9 @@ def _run(config: Path | None, flags: dict, output_format: OutputFormat, output: 
             raise _fail(str(exc), EXIT_INTERNAL) from None
         typer.echo(f"xcheck: report written to {output}", err=True)
 
-    unmet = [o for o in settings.expect if report["options"][o]["verdict"] != "feasible"]
+    unmet = [o for o in settings.expect if assessment.options[o]["verdict"] != "feasible"]
     if unmet:
-        verdicts = ", ".join(f"{o} is {report['options'][o]['verdict']}" for o in unmet)
+        verdicts = ", ".join(f"{o} is {assessment.options[o]['verdict']}" for o in unmet)
         typer.echo(f"xcheck: expectation not met: {verdicts}", err=True)
         return EXIT_EXPECTATION
     return EXIT_OK

@@ -44,9 +44,33 @@ def _fact_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         ("NAT filtering", nat["filtering"] or "not measured"),
         ("CGNAT", _yes_no(nat["cgnat"])),
         ("Outbound UDP", _yes_no(nat["udp_blocked"], "blocked (every STUN server silent)", "open")),
+        ("NAT seen by the gateway (IKE)", _yes_no(nat.get("ike_detected"))),
         ("Throughput", _throughput_text(facts["throughput"])),
         ("Latency (TCP connect)", _latency_text(facts["latency"])),
+        *((f"Gateway {_PROBES[name]}", _reachability_text(fact)) for name, fact in facts["reachability"].items()),
+        ("TLS interception", _yes_no(facts["tls_interception"], "suspected (SSTP would break)", "none seen")),
+        ("Path MTU", _path_mtu_text(facts["path_mtu"])),
     ]
+
+
+# What each reachability fact probed, as a person would name it.
+_PROBES = {"ike_udp500": "IKEv2 on UDP 500", "ike_natt_udp4500": "IKEv2 NAT-T on UDP 4500",
+           "ikev1_udp500": "IKEv1 on UDP 500", "esp": "ESP (IP protocol 50)", "tls_tcp443": "TLS on TCP 443",
+           "sstp": "SSTP on TCP 443", "gateway_health": "health probe on TCP 8081"}
+
+
+def _reachability_text(fact: dict[str, Any]) -> str:
+    if not fact["gateways"]:
+        return "not measured"
+    state = {True: "reachable", False: "not reachable", None: "not known"}[fact["reachable"]]
+    reasons = sorted({g["reason"] for g in fact["gateways"]})
+    return f"{state} ({', '.join(reasons)})"
+
+
+def _path_mtu_text(path_mtu: dict[str, Any]) -> str:
+    if path_mtu["bytes"] is None:
+        return "not measured"
+    return f"{path_mtu['bytes']} bytes (TCP MSS up to {path_mtu['tcp_mss_bytes']})"
 
 
 def _throughput_text(throughput: dict[str, Any]) -> str:
@@ -78,10 +102,14 @@ def _interface_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def _check_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
-    return [
-        (c["name"], c["status"], c["reason"], f"{c['duration_seconds']:.3f} s", c.get("detail", ""))
-        for c in report["checks"]
-    ]
+    """A row per check; beneath a check of several targets, a row per target."""
+    rows = []
+    for c in report["checks"]:
+        rows.append((c["name"], c["status"], c["reason"], f"{c['duration_seconds']:.3f} s", c.get("detail", "")))
+        if len(c["results"]) > 1:
+            rows += [(f"  {c['name']} @ {r['target']}", r["status"], r["reason"], f"{r['duration_seconds']:.3f} s",
+                      r["detail"]) for r in c["results"]]
+    return rows
 
 
 # Why a check measured nothing, in the order a reader should look (this host first, then the path).

@@ -1,7 +1,8 @@
-"""The report: one schema-versioned document from settings, results, facts and verdicts.
+"""The report: one schema-versioned document from an assessment (results, facts, verdicts).
 
-Its fields are a contract (agent/schema/report-v1.schema.json); add fields freely, never
-rename or remove one without a new schema_version.
+Its fields are a contract (agent/schema/report-v2.schema.json); add fields freely, never
+rename or remove one without a new schema_version. v2 (issue 9): results per (check, target)
+under each check, facts.reachability per gateway, facts.path_mtu.tcp_mss_bytes.
 """
 
 from __future__ import annotations
@@ -16,19 +17,20 @@ import platform
 import re
 import socket
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from agent import __version__
-from agent.config import DEFAULT_STUN, Settings
+from agent.assessment import Assessment
+from agent.config import DEFAULT_STUN
+from checks.contract import Endpoint
 from checks.transport.addressing import classify, is_ip_literal
-from checks.contract import CheckResult, Endpoint
 from checks.registry import CHECKS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def schema() -> dict[str, Any]:
@@ -73,31 +75,25 @@ def summary_line(facts: dict[str, Any]) -> str:
     return " ".join(f"{key}={show(value)}" for key, value in pairs)
 
 
-def build_report(
-    settings: Settings,
-    started_at: datetime,
-    finished_at: datetime,
-    results: Sequence[CheckResult],
-    facts: dict[str, Any],
-    assessment: dict[str, Any],
-) -> dict[str, Any]:
+def build_report(assessment: Assessment) -> dict[str, Any]:
+    targets = assessment.targets
     return {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "xcheck", "version": __version__},
-        "started_at": rfc3339(started_at),
-        "finished_at": rfc3339(finished_at),
+        "started_at": rfc3339(assessment.started_at),
+        "finished_at": rfc3339(assessment.finished_at),
         "host": host_info(),
         "redacted": False,
-        "ruleset": settings.ruleset,
-        "requirements": settings.requirements.to_dict(),
-        "targets": {"stun": [str(endpoint) for endpoint in settings.stun],
-                    "iperf": str(settings.iperf) if settings.iperf else None,
-                    "gateways": list(settings.gateway)},
-        "summary": summary_line(facts),
-        "checks": [result.to_dict() for result in results],
-        "facts": facts,
-        "options": assessment["options"],
-        "recommendation": assessment["recommendation"],
+        "ruleset": assessment.ruleset,
+        "requirements": dict(assessment.requirements),
+        "targets": {"stun": [str(endpoint) for endpoint in targets.stun],
+                    "iperf": str(targets.iperf) if targets.iperf else None,
+                    "gateways": list(targets.gateways)},
+        "summary": summary_line(assessment.facts),
+        "checks": [run.to_dict() for run in assessment.runs],
+        "facts": assessment.facts,
+        "options": assessment.options,
+        "recommendation": list(assessment.recommendation),
     }
 
 
@@ -143,12 +139,12 @@ _SAME_EVERYWHERE = frozenset({"localhost", "localhost.localdomain", "localdomain
 # two-letter code that names no one. A top-level DC ("com") is hidden too: certificates list DC
 # values in either order, so which one is the top level is not known. Each kind keeps its class:
 # `name-1`, `org-1`, `place-1`, `domain-1`.
-_CERTIFICATE_NAME_KEYS = ("subject", "issuer", "certificate_subject")  # checks.transport.tls_client's evidence
+_CERTIFICATE_NAME_KEYS = ("subject", "issuer", "certificate_subject")  # checks.protocols.x509's evidence
 _CERTIFICATE_DNS_KEY = "san_dns"
 _DN_KINDS = {"CN": "name", "O": "org", "OU": "org", "L": "place", "ST": "place", "DC": "domain",
              "emailAddress": "email"}
 _DN_UNHIDDEN = frozenset({"C"})
-# Where each attribute of a Name as checks.transport.tls_client writes it begins: "CN=x, O=y, 2.5.4.97=z".
+# Where each attribute of a Name as checks.protocols.x509 writes it begins: "CN=x, O=y, 2.5.4.97=z".
 _DN_ATTRIBUTE = re.compile(r"(?:^|, )([A-Za-z]+|\d+(?:\.\d+)+)=")
 _DNS_NAME = re.compile(r"(?:\*\.)?(?:[\w-]+\.)+[A-Za-z][\w-]*\.?")
 
@@ -183,7 +179,8 @@ class Pseudonyms:
 @functools.cache
 def _own_wording() -> dict[str, str]:
     """Every string xcheck's code (agent/, checks/) and rule sets spell out (a rule's text split at
-    its placeholders), each to its lower case: derived from them, so a new message needs no list."""
+    its placeholders), and every field name of its classes (typed evidence becomes the report's
+    keys), each to its lower case: derived from them, so a new message needs no list."""
     strings: set[str] = set()
 
     def modules(folder: Any) -> Any:  # subpackages included
@@ -195,8 +192,12 @@ def _own_wording() -> dict[str, str]:
 
     for package in ("agent", "checks"):
         for module in modules(resources.files(package)):
-            strings.update(node.value for node in ast.walk(ast.parse(module.read_text(encoding="utf-8")))
-                           if isinstance(node, ast.Constant) and isinstance(node.value, str))
+            for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    strings.add(node.value)
+                elif isinstance(node, ast.ClassDef):
+                    strings.update(field.target.id for field in node.body
+                                   if isinstance(field, ast.AnnAssign) and isinstance(field.target, ast.Name))
 
     def collect(node: Any) -> None:
         if isinstance(node, dict):

@@ -27,7 +27,7 @@ LOOPBACK = "127.0.0.1"
 
 OUR_CLIENT = """
 import json, sys, time
-from checks.protocols.iperf3 import TestSpec, run_test
+from checks.transport.iperf3_client import TestSpec, run_test
 port, seconds, streams = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 result = run_test(TestSpec("127.0.0.1", port, duration_seconds=seconds, streams=streams),
                   deadline=time.monotonic() + seconds + 15)

@@ -1,4 +1,5 @@
-"""ESP check (checks/esp.py) and the responder's ESP echo (agent/esp_echo.py).
+"""ESP check (checks/probes/esp.py), its probe packet (checks/protocols/esp.py) and the
+responder's ESP echo (agent/responder/esp_echo.py).
 
 Unit tests build packets with scapy, an ESP implementation no one here wrote, as the reference.
 Lab tests (tests/lab.py) run the echo in the cloud namespace and the probe in onprem, with
@@ -30,7 +31,7 @@ from agent.responder import esp_echo
 from agent.responder.esp_echo import EspEcho, answer, serve_esp_echo
 from checks.probes import esp
 from checks.contract import CheckContext, Reason, Resolver, Status, Targets
-from checks.probes.esp import PROBE_SPI, EspParseError, EspProbe, Kind, esp_of_ipv4
+from checks.protocols.esp import MAGIC, PROBE_SPI, EspParseError, EspProbe, Kind, esp_of_ipv4
 
 RUN_PROBE = str(Path(__file__).with_name("run_probe.py"))
 TOKEN = bytes(range(16))
@@ -60,7 +61,7 @@ def test_probe_is_esp_as_scapy_reads_it():
 
     packet = ESP(request(7))
     assert (packet.spi, packet.seq) == (PROBE_SPI, 7)
-    assert packet.data.startswith(esp.MAGIC)
+    assert packet.data.startswith(MAGIC)
     assert EspProbe.parse(bytes(packet)) == EspProbe(Kind.REQUEST, 7, TOKEN)
 
 

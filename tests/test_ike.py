@@ -21,12 +21,14 @@ from hypothesis import strategies as st
 
 from agent.responder.ike_stub import BURST, RATE_PER_SECOND, IkeStub, answer, serve_ike
 from agent.responder.rate_limit import TokenBuckets
+from agent.verdicts import load_ruleset
 from checks.protocols import ike
 from checks.transport.icmp_errors import IcmpError
 from checks.transport.udp_probe import InvalidAnswer, UdpProbe, UdpResult, classify_icmp
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ike"
 LOCAL, REMOTE = ("10.0.0.2", 40000), ("203.0.113.10", 500)
+OFFER = load_ruleset("azure-current").ike_offer  # what the probes propose under the default rule set
 
 
 def fixture(name: str) -> dict:
@@ -77,7 +79,7 @@ def test_nat_detection_hash_matches_a_worked_example():
 def test_charon_hashed_the_address_the_nat_gave_us():
     """Behind the lab's MASQUERADE charon saw the router's address (203.0.113.1) with our port kept."""
     recorded = fixture("ikev2-sa-init-nat")
-    answer_ = ike.parse_ikev2_answer(recorded["answer"], spi_of(recorded), natt=False)
+    answer_ = ike.parse_ikev2_answer(recorded["answer"], spi_of(recorded), natt=False, offer=OFFER)
     seen = ike.nat_detection_hash(spi_of(recorded), answer_.responder_spi, "203.0.113.1", recorded["local"][1])
     assert answer_.nat_detection_destination == seen
     assert ike.nat_detection_hash(spi_of(recorded), answer_.responder_spi, *recorded["remote"]) \
@@ -89,14 +91,14 @@ def test_charon_hashed_the_address_the_nat_gave_us():
 def test_nat_verdict_from_recorded_responses(name, nat):
     recorded = fixture(name)
     natt = recorded["remote"][1] == 4500
-    answer_ = ike.parse_ikev2_answer(recorded["answer"], spi_of(recorded), natt=natt)
+    answer_ = ike.parse_ikev2_answer(recorded["answer"], spi_of(recorded), natt=natt, offer=OFFER)
     verdict = ike.nat_verdict(answer_, spi_of(recorded), recorded["local"], recorded["remote"])
     assert verdict == ike.NatVerdict(nat_before_us=nat, nat_before_responder=False)
 
 
 def test_a_notify_says_nothing_about_nat():
     recorded = fixture("ikev2-invalid-ke")
-    answer_ = ike.parse_ikev2_answer(recorded["answer"], spi_of(recorded), natt=False)
+    answer_ = ike.parse_ikev2_answer(recorded["answer"], spi_of(recorded), natt=False, offer=OFFER)
     assert ike.nat_verdict(answer_, spi_of(recorded), recorded["local"], recorded["remote"]) == \
         ike.NatVerdict(None, None)
 
@@ -108,7 +110,7 @@ def test_a_notify_says_nothing_about_nat():
 def test_ike_sa_init_as_scapy_reads_it():
     from scapy.contrib.ikev2 import IKEv2, IKEv2_KE, IKEv2_Nonce, IKEv2_Notify, IKEv2_SA
 
-    request = ike.IkeSaInit.build(LOCAL, REMOTE, natt=False)
+    request = ike.IkeSaInit.build(LOCAL, REMOTE, natt=False, offer=OFFER)
     message = IKEv2(request.datagram)
     assert (message.init_SPI, message.resp_SPI) == (request.spi, bytes(8))
     assert (message.version, message.exch_type, int(message.flags), message.id) == (0x20, 34, 0x08, 0)
@@ -145,7 +147,7 @@ def test_ike_sa_init_as_scapy_reads_it():
 def test_natt_request_sits_behind_the_non_esp_marker_and_hashes_port_4500():
     from scapy.contrib.ikev2 import IKEv2, IKEv2_KE, IKEv2_Notify
 
-    request = ike.IkeSaInit.build(LOCAL, ("203.0.113.10", 4500), natt=True, dh_group=14)
+    request = ike.IkeSaInit.build(LOCAL, ("203.0.113.10", 4500), natt=True, offer=OFFER, dh_group=14)
     assert request.datagram[:4] == bytes(4)
     message = IKEv2(request.datagram[4:])
     assert message.length == len(request.datagram) - 4
@@ -157,7 +159,7 @@ def test_natt_request_sits_behind_the_non_esp_marker_and_hashes_port_4500():
 def test_a_cookie_retry_changes_nothing_but_the_cookie_in_front():
     from scapy.contrib.ikev2 import IKEv2
 
-    first = ike.IkeSaInit.build(LOCAL, REMOTE, natt=False)
+    first = ike.IkeSaInit.build(LOCAL, REMOTE, natt=False, offer=OFFER)
     retry = first.with_cookie(b"\xc0" * 20)
     message = IKEv2(retry.datagram)
     assert message.next_payload == 41 and message.payload.type == 16390 and message.payload.notify == b"\xc0" * 20
@@ -173,7 +175,7 @@ def test_a_cookie_retry_changes_nothing_but_the_cookie_in_front():
 def test_main_mode_as_scapy_reads_it():
     from scapy.layers.isakmp import ISAKMP, ISAKMP_payload_SA
 
-    request = ike.MainModeRequest.build()
+    request = ike.MainModeRequest.build(offer=OFFER)
     message = ISAKMP(request.datagram)
     assert (message.init_cookie, message.resp_cookie, message.exch_type) == (request.spi, bytes(8), 2)
     assert message.length == len(request.datagram)
@@ -204,9 +206,9 @@ def test_main_mode_as_scapy_reads_it():
 def test_recorded_answers_parse(name, kind, notify, detail, scapy_log):
     recorded = fixture(name)
     if name.startswith("ikev1"):
-        parsed = ike.MainModeRequest(spi_of(recorded), recorded["request"]).parse_answer(recorded["answer"])
+        parsed = ike.MainModeRequest(spi_of(recorded), recorded["request"], OFFER).parse_answer(recorded["answer"])
     else:
-        parsed = ike.parse_ikev2_answer(recorded["answer"], spi_of(recorded), natt=name.startswith("natt"))
+        parsed = ike.parse_ikev2_answer(recorded["answer"], spi_of(recorded), natt=name.startswith("natt"), offer=OFFER)
     assert (str(parsed.kind), parsed.notify) == (kind, notify)
     if kind == "notify" and name.startswith("ikev2"):
         assert parsed.requested_group == detail
@@ -247,7 +249,7 @@ BROKEN_IKEV2 = {  # what was done to charon's IKE_SA_INIT response -> the reason
 def test_broken_ikev2_answers_are_refused_with_the_reason(case, scapy_log):
     data, reason = BROKEN_IKEV2[case]
     with pytest.raises(ike.IkeParseError, match=reason):
-        ike.parse_ikev2_answer(data, SPI, natt=case == "on 4500 without the marker")
+        ike.parse_ikev2_answer(data, SPI, natt=case == "on 4500 without the marker", offer=OFFER)
     assert not scapy_log
 
 
@@ -255,7 +257,7 @@ def test_invalid_ke_must_name_a_group():
     recorded = fixture("ikev2-invalid-ke")
     three_bytes = _relength(_patched(recorded["answer"], 30, b"\0\x0b") + b"\0")
     with pytest.raises(ike.IkeParseError, match="not a 2-byte DH group"):
-        ike.parse_ikev2_answer(three_bytes, spi_of(recorded), natt=False)
+        ike.parse_ikev2_answer(three_bytes, spi_of(recorded), natt=False, offer=OFFER)
 
 
 def test_a_cookie_is_an_answer_and_is_kept():
@@ -263,7 +265,7 @@ def test_a_cookie_is_an_answer_and_is_kept():
 
     cookie = IKEv2(init_SPI=SPI, resp_SPI=bytes(8), exch_type=34, flags=0x20) / IKEv2_Notify(type=16390,
                                                                                               notify=b"k" * 16)
-    parsed = ike.parse_ikev2_answer(bytes(cookie), SPI, natt=False)
+    parsed = ike.parse_ikev2_answer(bytes(cookie), SPI, natt=False, offer=OFFER)
     assert (parsed.notify, parsed.cookie) == ("COOKIE", b"k" * 16)
 
 
@@ -273,11 +275,11 @@ def test_a_cookie_is_an_answer_and_is_kept():
 
 def _parse_or_refuse(data: bytes, natt: bool) -> None:
     try:
-        ike.parse_ikev2_answer(data, SPI, natt=natt)
+        ike.parse_ikev2_answer(data, SPI, natt=natt, offer=OFFER)
     except ike.IkeParseError:
         pass
     try:
-        ike.parse_ikev1_answer(data, SPI)
+        ike.parse_ikev1_answer(data, SPI, offer=OFFER)
     except ike.IkeParseError:
         pass
 
@@ -316,7 +318,7 @@ def test_fuzz_recorded_answers_with_bytes_changed(scapy_log, answer_, changes):
     for offset, value in changes:
         data[offset % len(data)] = value
     spi = bytes(data[:8])  # keep the SPI check from ending every case early
-    for parse in (lambda: ike.parse_ikev2_answer(bytes(data), spi, natt=False),
+    for parse in (lambda: ike.parse_ikev2_answer(bytes(data), spi, natt=False, offer=OFFER),
                   lambda: ike.parse_ikev1_answer(bytes(data), spi)):
         try:
             parse()
@@ -334,24 +336,24 @@ SOURCE = ("198.51.100.7", 40000)
 
 def test_stub_answers_ike_sa_init_with_no_proposal_chosen_for_our_spi():
     for natt in (False, True):
-        request = ike.IkeSaInit.build(LOCAL, REMOTE, natt=natt)
+        request = ike.IkeSaInit.build(LOCAL, REMOTE, natt=natt, offer=OFFER)
         reply = answer(request.datagram, SOURCE, natt)
         assert len(reply) == (40 if natt else 36)
         parsed = request.parse_answer(reply)
         assert (parsed.notify, parsed.responder_spi) == ("NO_PROPOSAL_CHOSEN", bytes(8))
-    main_mode = ike.MainModeRequest.build()
+    main_mode = ike.MainModeRequest.build(offer=OFFER)
     assert main_mode.parse_answer(answer(main_mode.datagram, SOURCE, False)).notify == "NO-PROPOSAL-CHOSEN"
 
 
 @pytest.mark.parametrize("case", ["junk", "a response", "nat-t without marker", "ikev1 on 4500", "multicast source",
                                   "port 0", "no KE"])
 def test_stub_is_silent_to_anything_but_a_first_request(case):
-    request = ike.IkeSaInit.build(LOCAL, REMOTE, natt=False).datagram
+    request = ike.IkeSaInit.build(LOCAL, REMOTE, natt=False, offer=OFFER).datagram
     data, source, natt = {
         "junk": (b"\xff" * 300, SOURCE, False),
         "a response": (RESPONSE["answer"], SOURCE, False),
         "nat-t without marker": (request, SOURCE, True),
-        "ikev1 on 4500": (bytes(4) + ike.MainModeRequest.build().datagram, SOURCE, True),
+        "ikev1 on 4500": (bytes(4) + ike.MainModeRequest.build(offer=OFFER).datagram, SOURCE, True),
         "multicast source": (request, ("224.0.0.1", 500), False),
         "port 0": (request, ("198.51.100.7", 0), False),
         "no KE": (_relength(request[:28 + 180]), SOURCE, False),  # header and SA only
@@ -359,7 +361,8 @@ def test_stub_is_silent_to_anything_but_a_first_request(case):
     assert answer(data, source, natt) is None
 
 
-_REQUESTS = [ike.IkeSaInit.build(LOCAL, REMOTE, natt=False).datagram, ike.MainModeRequest.build().datagram]
+_REQUESTS = [ike.IkeSaInit.build(LOCAL, REMOTE, natt=False, offer=OFFER).datagram,
+             ike.MainModeRequest.build(offer=OFFER).datagram]
 
 
 @settings(max_examples=400, deadline=None)
@@ -377,8 +380,8 @@ def test_stub_rate_limits_each_source_across_both_ports():
     buckets = TokenBuckets(RATE_PER_SECOND, BURST, lambda: now[0])
     log = logging.getLogger("test")
     ike_port, natt_port = IkeStub(False, buckets, log), IkeStub(True, buckets, log)
-    plain = ike.IkeSaInit.build(LOCAL, REMOTE, natt=False).datagram
-    natt = ike.IkeSaInit.build(LOCAL, REMOTE, natt=True).datagram
+    plain = ike.IkeSaInit.build(LOCAL, REMOTE, natt=False, offer=OFFER).datagram
+    natt = ike.IkeSaInit.build(LOCAL, REMOTE, natt=True, offer=OFFER).datagram
     answered = sum(stub.handle(data, SOURCE) is not None
                    for _ in range(int(BURST)) for stub, data in ((ike_port, plain), (natt_port, natt)))
     assert answered == BURST  # one bucket for both ports
@@ -416,7 +419,7 @@ def test_exchange_with_the_stub_over_loopback():
             for transport, natt in zip(transports, (False, True)):
                 port = transport.get_extra_info("sockname")[1]
                 with UdpProbe.open(("127.0.0.1", port)) as udp:
-                    request = ike.IkeSaInit.build(udp.local_address, udp.target, natt=natt)
+                    request = ike.IkeSaInit.build(udp.local_address, udp.target, natt=natt, offer=OFFER)
                     results.append(await udp.exchange(request.datagram, request.parse_answer,
                                                       deadline=time.monotonic() + 30, **NO_RETRANSMISSION))
             return results, [t.get_protocol().counts for t in transports]

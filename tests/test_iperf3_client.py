@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from checks.protocols import iperf3
-from checks.protocols.iperf3 import STALL_SECONDS, Failure, TestSpec, run_test
+from checks.transport import iperf3_client
+from checks.transport.iperf3_client import STALL_SECONDS, Failure, TestSpec, run_test
 
 LOOPBACK = "127.0.0.1"
 pytestmark = pytest.mark.skipif(shutil.which("iperf3") is None, reason="needs iperf3 (apt install iperf3)")
@@ -208,7 +208,7 @@ def test_a_stopped_server_is_a_stall(start_server, reverse):
 
 def test_a_stall_after_test_end_is_bounded_by_the_deadline(start_server, monkeypatch):
     # Unbounded by the deadline, the wait for the results would last a minute, far beyond any bound below.
-    monkeypatch.setattr(iperf3, "RESULTS_TIMEOUT_SECONDS", 60.0)
+    monkeypatch.setattr(iperf3_client, "RESULTS_TIMEOUT_SECONDS", 60.0)
     server = start_server()
     # Stopped at the first tick (at the latest the one at the test's end), too late in the test for a
     # stall mid-test (STALL_SECONDS): the test ends as planned, and it is the results that never come.

@@ -37,7 +37,8 @@ from agent.responder.iperf3_server import DEFAULT_MAX_TEST_SECONDS
 from checks.probes import throughput
 from checks.protocols import iperf3
 from checks.contract import CheckContext, Endpoint, Outcome, Reason, Resolver, Status, Targets, ThroughputPlan
-from checks.protocols.iperf3 import COOKIE_SIZE, Failure, State, StreamFigures, TestSpec, run_test
+from checks.protocols.iperf3 import COOKIE_SIZE, State, StreamFigures
+from checks.transport.iperf3_client import Failure, TestResult, TestSpec, run_test
 
 LOOPBACK = "127.0.0.1"
 # Bounds that only prove "does not hang": far above what a loaded 2-core machine needs.
@@ -403,7 +404,7 @@ def responder_iperf3():
         server.close()
 
 
-def run_when_free(spec: TestSpec) -> iperf3.TestResult:
+def run_when_free(spec: TestSpec) -> TestResult:
     """A test, retried while the server reports busy (it frees its slot a moment after a session ends)."""
     until = time.monotonic() + GENEROUS_SECONDS
     while True:
@@ -413,7 +414,7 @@ def run_when_free(spec: TestSpec) -> iperf3.TestResult:
         time.sleep(0.2)
 
 
-def _served(port: int) -> iperf3.TestResult:
+def _served(port: int) -> TestResult:
     return run_when_free(TestSpec(LOOPBACK, port, duration_seconds=0.5))
 
 

@@ -18,13 +18,13 @@ from checks.protocols import iperf3
 from checks.protocols.iperf3 import (
     COOKIE_ALPHABET,
     COOKIE_SIZE,
-    Failure,
     Iperf3ProtocolError,
     PeerResults,
     State,
     TestParameters,
-    TestSpec,
 )
+from checks.transport import iperf3_client, streams
+from checks.transport.iperf3_client import Failure, TestSpec
 
 FIXTURES = Path(__file__).parent / "fixtures" / "iperf3"
 RECORDED_TESTS = ["upload-1-stream", "reverse-1-stream", "upload-4-streams", "upload-omit"]
@@ -103,12 +103,12 @@ def test_recorded_exchange_follows_the_documented_sequence(name):
 ])
 def test_our_parameters_are_byte_for_byte_iperf_3_12s(name, spec):
     exchange = parse_exchange(load(name))
-    assert iperf3.encode_json(iperf3.parameters_for(spec).to_json()) == exchange["parameters_bytes"]
-    assert TestParameters.from_json(exchange["parameters"]) == iperf3.parameters_for(spec)
+    assert iperf3.encode_json(iperf3_client.parameters_for(spec).to_json()) == exchange["parameters_bytes"]
+    assert TestParameters.from_json(exchange["parameters"]) == iperf3_client.parameters_for(spec)
 
 
 def test_fractional_duration_is_announced_rounded_up():
-    assert iperf3.parameters_for(TestSpec("127.0.0.1", duration_seconds=1.2)).duration_seconds == 2
+    assert iperf3_client.parameters_for(TestSpec("127.0.0.1", duration_seconds=1.2)).duration_seconds == 2
 
 
 @pytest.mark.parametrize("name", ["upload-1-stream", "upload-4-streams", "upload-omit"])
@@ -278,7 +278,7 @@ def test_client_completes_against_the_recorded_server(replay):
     body = json.dumps(message, separators=(",", ":")).encode()
     server = replay("upload-4-streams", results=struct.pack("!I", len(body)) + body + b"\x0e")
     spec = TestSpec("127.0.0.1", server.port, duration_seconds=0.5, streams=4)
-    result = iperf3.run_test(spec, deadline=time.monotonic() + 10)
+    result = iperf3_client.run_test(spec, deadline=time.monotonic() + 10)
     assert result.ok, result.detail
     recorded = PeerResults.from_json(message)
     assert result.bytes_received == recorded.total_bytes
@@ -304,7 +304,7 @@ def test_client_completes_against_the_recorded_server(replay):
 def test_client_turns_bad_replies_into_failures(replay, step, reply, failure):
     server = replay("upload-1-stream", **{step: reply})
     spec = TestSpec("127.0.0.1", server.port, duration_seconds=0.5)
-    result = iperf3.run_test(spec, deadline=time.monotonic() + 10)
+    result = iperf3_client.run_test(spec, deadline=time.monotonic() + 10)
     assert not result.ok and result.failure == failure, result.detail
     if failure == Failure.SERVER_ERROR:
         assert "i_errno 123" in result.detail
@@ -389,9 +389,14 @@ def test_parameters_parser_takes_any_json_object(message):
     _try(TestParameters.from_json, message)
 
 
+def _results_from_body(body: bytes) -> PeerResults:
+    """A results message body as the client and the responder decode it."""
+    return PeerResults.from_json(iperf3.decode_json(body))
+
+
 @given(st.binary(max_size=400))
 def test_results_decoder_takes_any_bytes(data):
-    _try(iperf3.decode_results, data)
+    _try(_results_from_body, data)
 
 
 @given(st.sampled_from(RECORDED_TESTS), st.integers(0, 400), st.binary(min_size=1, max_size=4))
@@ -399,7 +404,7 @@ def test_results_decoder_takes_corrupted_recorded_bytes(name, at, junk):
     body = bytearray(parse_exchange(load(name))["server_results_body"])
     at = min(at, len(body))
     body[at:at + len(junk)] = junk
-    _try(iperf3.decode_results, bytes(body))
+    _try(_results_from_body, bytes(body))
 
 
 def test_spec_is_checked():
@@ -421,7 +426,7 @@ def test_cpu_limited_means_the_gil_or_every_usable_core():
     import os
 
     one_core = {"user": 20.0, "system": 75.0, "total": 95.0}
-    assert iperf3.cpu_limited(one_core, streams=1)
-    assert iperf3.cpu_limited({"user": 92.0, "system": 5.0, "total": 97.0}, streams=4)  # Python itself
+    assert streams.cpu_limited(one_core, streams=1)
+    assert streams.cpu_limited({"user": 92.0, "system": 5.0, "total": 97.0}, streams=4)  # Python itself
     if (os.cpu_count() or 1) >= 2:
-        assert not iperf3.cpu_limited(one_core, streams=4)  # the kernel had another core to copy on
+        assert not streams.cpu_limited(one_core, streams=4)  # the kernel had another core to copy on

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from agent.responder.iperf3_server import Iperf3Server
-from checks.protocols.iperf3 import Failure, TestSpec, run_test
+from checks.transport.iperf3_client import Failure, TestSpec, run_test
 
 LOOPBACK = "127.0.0.1"
 pytestmark = pytest.mark.skipif(shutil.which("iperf3") is None, reason="needs iperf3 (apt install iperf3)")
@@ -192,9 +192,10 @@ def test_a_next_test_arriving_before_the_last_goodbye_is_served_not_turned_away(
     last one's IPERF_DONE. Made deterministic here: the first client connects the second test at the
     moment it would say goodbye, and says it only after."""
     from checks.protocols import iperf3
+    from checks.transport import iperf3_client
 
     second: list = []
-    send = iperf3._ClientTest._send
+    send = iperf3_client._ClientTest._send
 
     def send_late_goodbye(self, data: bytes) -> None:
         if data == iperf3.encode_state(iperf3.State.IPERF_DONE) and not second:
@@ -202,7 +203,7 @@ def test_a_next_test_arriving_before_the_last_goodbye_is_served_not_turned_away(
             second[0] = run_test(TestSpec(LOOPBACK, server.port, duration_seconds=0.5), deadline=time.monotonic() + 30)
         send(self, data)
 
-    monkeypatch.setattr(iperf3._ClientTest, "_send", send_late_goodbye)
+    monkeypatch.setattr(iperf3_client._ClientTest, "_send", send_late_goodbye)
     first = run_test(TestSpec(LOOPBACK, server.port, duration_seconds=0.5), deadline=time.monotonic() + 60)
     assert first.ok, first.detail
     assert second[0].ok, second[0].detail  # never ACCESS_DENIED: the slot was about to free

@@ -91,7 +91,7 @@ def test_dev_stdout_reaches_a_socket_as_standard_output(stun_recorder):
             chunks.append(chunk)
         assert process.wait(timeout=60) == 0, process.stderr.read()
         process.stderr.close()
-    assert report_in(b"".join(chunks).decode())["schema_version"] == 1
+    assert report_in(b"".join(chunks).decode())["schema_version"] == 2
 
 
 def test_dev_stdout_appended_to_a_file_appends(tmp_path, stun_recorder):
@@ -104,7 +104,7 @@ def test_dev_stdout_appended_to_a_file_appends(tmp_path, stun_recorder):
                                    stderr=subprocess.PIPE, text=True, timeout=60)
     assert completed.returncode == 0, completed.stderr
     previous, report = log.read_text().split("\n", 1)
-    assert previous == "previous run" and report_in(report)["schema_version"] == 1
+    assert previous == "previous run" and report_in(report)["schema_version"] == 2
 
 
 def test_a_symlink_is_followed_to_its_file_which_keeps_its_mode_and_owner(tmp_path, stun_recorder):
@@ -118,7 +118,7 @@ def test_a_symlink_is_followed_to_its_file_which_keeps_its_mode_and_owner(tmp_pa
     completed = xcheck_to(link, stun_recorder)
     assert completed.returncode == 0, completed.stderr
     assert link.is_symlink() and os.readlink(link) == real.name
-    assert report_in(real.read_text())["schema_version"] == 1
+    assert report_in(real.read_text())["schema_version"] == 2
     assert stat.S_IMODE(real.stat().st_mode) == 0o640
     if os.geteuid() == 0:
         assert (real.stat().st_uid, real.stat().st_gid) == (65534, 65534)
@@ -136,7 +136,7 @@ def test_a_dangling_symlink_creates_the_file_it_names(tmp_path, stun_recorder):
         os.umask(umask)
     assert completed.returncode == 0, completed.stderr
     created = tmp_path / "reports" / "today.json"
-    assert link.is_symlink() and report_in(created.read_text())["schema_version"] == 1
+    assert link.is_symlink() and report_in(created.read_text())["schema_version"] == 2
     assert stat.S_IMODE(created.stat().st_mode) == 0o640  # as any new file: 0666 less the umask
 
 
@@ -169,7 +169,7 @@ def test_a_fifo_with_a_reader_gets_the_report(tmp_path, stun_recorder):
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
             reader.join(timeout=5)
     assert completed.returncode == 0, completed.stderr
-    assert report_in(received[0].decode())["schema_version"] == 1
+    assert report_in(received[0].decode())["schema_version"] == 2
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
 
 

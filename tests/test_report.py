@@ -32,7 +32,7 @@ def sample_report(ruleset="azure-current", **requirements):
 @pytest.mark.parametrize("ruleset", ["azure-current", "azure-2015"])
 def test_reports_validate_against_the_shipped_schema(ruleset):
     report = validate_report(sample_report(ruleset, vpn_device=True))
-    assert report["schema_version"] == 1 and report["tool"]["name"] == "xcheck"
+    assert report["schema_version"] == 2 and report["tool"]["name"] == "xcheck"
     assert report["started_at"] == "2026-11-25T04:02:52.123Z"
     assert report["host"]["hostname"] == socket.gethostname()
     assert set(report["options"]) == {"p2s", "s2s", "expressroute_exp", "expressroute_nsp"}

@@ -32,15 +32,10 @@ from agent.responder import tls_responder
 from agent.responder.tls_responder import serve_tls
 from checks.probes import gateway_health, sstp, tls_tcp443
 from checks.contract import CheckContext, Outcome, Reason, Resolver, Status, Targets
-from checks.transport.tls_client import (
-    MAX_HEAD_BYTES,
-    CertificateParseError,
-    HttpParseError,
-    Proxy,
-    parse_certificate,
-    parse_request_head,
-    parse_response_head,
-)
+from checks.protocols.http import MAX_HEAD_BYTES, HttpParseError, parse_request_head, parse_response_head
+from checks.protocols.sstp import SSTP_PATH, duplex_post
+from checks.protocols.x509 import CertificateParseError, parse_certificate
+from checks.transport.tls_client import Proxy
 
 LOCALHOST = "localhost"  # /etc/hosts: 127.0.0.1; a name, so SNI and name matching are exercised
 NOW = dt.datetime.now(dt.UTC)
@@ -528,7 +523,7 @@ def test_responder_survives_garbage_and_answers_bad_requests_with_400():
             bad = await _tls_request(port, b"\x01\x02 not http\r\n\r\n")
             too_long = await _tls_request(port, b"GET / HTTP/1.1\r\nX: " + b"a" * (2 * MAX_HEAD_BYTES) + b"\r\n\r\n")
             other = await _tls_request(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            good = await _tls_request(port, sstp.duplex_post("x", "{0}"))
+            good = await _tls_request(port, duplex_post("x", "{0}"))
             return bad, too_long, other, good
         finally:
             for server in servers:
@@ -536,7 +531,7 @@ def test_responder_survives_garbage_and_answers_bad_requests_with_400():
     bad, too_long, other, good = asyncio.run(run())
     assert bad.startswith(b"HTTP/1.1 400 ") and too_long.startswith(b"HTTP/1.1 400 ")
     assert other.startswith(b"HTTP/1.1 404 ")
-    assert good.startswith(b"HTTP/1.1 200\r\n") and len(good) < len(sstp.duplex_post("x", "{0}"))
+    assert good.startswith(b"HTTP/1.1 200\r\n") and len(good) < len(duplex_post("x", "{0}"))
 
 
 def test_responder_rate_limits_new_connections_per_source():
@@ -593,8 +588,8 @@ def test_response_head_parsing():
 
 
 def test_request_head_parsing():
-    request = parse_request_head(sstp.duplex_post("gw", "{X}"))
-    assert (request.method, request.target) == ("SSTP_DUPLEX_POST", sstp.SSTP_PATH)
+    request = parse_request_head(duplex_post("gw", "{X}"))
+    assert (request.method, request.target) == ("SSTP_DUPLEX_POST", SSTP_PATH)
     assert dict(request.headers)["SSTPCORRELATIONID"] == "{X}"
     with pytest.raises(HttpParseError):
         parse_request_head(b"GET  / HTTP/1.1\r\n\r\n")

@@ -21,6 +21,7 @@ from agent.runner import run_checks
 from agent.responder.tls_responder import Limits, serve_tls
 from checks.probes import gateway_health, sstp, tls_tcp443
 from checks.contract import Status, Targets
+from checks.protocols.sstp import duplex_post
 
 LONG_SECONDS = 300.0  # a limit that must not act during a test
 SHORT_SECONDS = 0.3  # the limit under test
@@ -171,7 +172,7 @@ async def _trickled_request(sstp_port: int) -> asyncio.StreamReader:
 
 async def _after_sstp(sstp_port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await _tls(sstp_port, SOURCE)
-    writer.write(sstp.duplex_post("x", "{0}"))
+    writer.write(duplex_post("x", "{0}"))
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND_SECONDS)
     assert head.startswith(b"HTTP/1.1 200\r\n")
     return reader, writer

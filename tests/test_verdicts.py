@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 
-from agent.verdicts import OPTIONS, RuleSetError, available_rulesets, evaluate, format_rate, load_ruleset, lookup
+from agent.verdicts import (OPTIONS, RuleSetError, available_rulesets, evaluate, format_rate, load_ruleset, lookup,
+                            parse_ruleset)
 
 MEASURED_PUBLIC = {
     "public_ipv4": {"present": True, "addresses": ["198.51.100.2"]},
@@ -93,12 +95,12 @@ TABLE = [
     ("azure-2015", MEASURED_PUBLIC, req(private_only=True, colocation=True, nsp_wan=True, bandwidth_bits_per_second=500e6),
      ("infeasible", "infeasible", "feasible", "feasible"),
      {"2015.p2s.internet", "2015.s2s.internet", "2015.er-exp.private", "2015.er-nsp.private", "2015.er-exp.colocation",
-      "2015.er-nsp.wan", "2015.er-exp.bandwidth-fits", "2015.er-nsp.bandwidth-fits", "2015.p2s.no-expressroute-colocation",
-      "2015.p2s.no-expressroute-nsp", "2015.p2s.bandwidth-above-typical", "2015.s2s.bandwidth-above-typical"}),
+      "2015.er-nsp.wan", "2015.er-exp.bandwidth-fits", "2015.er-nsp.bandwidth-fits", "2015.p2s.no-expressroute",
+      "2015.p2s.bandwidth-above-typical", "2015.s2s.bandwidth-above-typical"}),
     ("azure-current", MEASURED_PUBLIC, req(private_only=True, colocation=True, nsp_wan=True, bandwidth_bits_per_second=500e6),
      ("infeasible", "infeasible", "feasible", "feasible"),
      {"current.p2s.internet", "current.s2s.internet", "current.er-exp.private", "current.er-nsp.private",
-      "current.p2s.expressroute-colocation", "current.p2s.expressroute-nsp", "current.er-exp.bandwidth-fits",
+      "current.p2s.beside-expressroute", "current.er-exp.bandwidth-fits",
       "current.er-nsp.bandwidth-fits", "current.er-exp.colocation", "current.er-nsp.wan"}),
     # 2 Gbit/s: above VPN's typical range in 2015 ("typically": conditional), several tunnels today;
     # above NSP's 1 Gbps in 2015.
@@ -115,8 +117,7 @@ TABLE = [
     ("azure-current", MEASURED_PUBLIC, req(bandwidth_bits_per_second=20e9, colocation=True, nsp_wan=True),
      ("infeasible", "infeasible", "infeasible", "infeasible"),
      {"current.p2s.bandwidth-above", "current.s2s.bandwidth-above", "current.er-nsp.bandwidth-above",
-      "current.er-exp.bandwidth-above", "current.s2s.expressroute-coexist-colocation",
-      "current.s2s.expressroute-coexist-nsp"}),
+      "current.er-exp.bandwidth-above", "current.s2s.beside-expressroute"}),
     # A measured Internet path: below the need rules the VPN out (unless the CPU limited the
     # measurement), at or above it supports the VPN; ExpressRoute does not ride it.
     ("azure-2015", with_path(MEASURED_PUBLIC, 40e6), req(bandwidth_bits_per_second=50e6, vpn_device=True, colocation=True, nsp_wan=True),
@@ -260,19 +261,15 @@ def test_unknown_ruleset_is_refused_with_the_known_ones():
         load_ruleset("azure-1999")
 
 
-def test_broken_rule_files_are_refused(monkeypatch):
-    import agent.verdicts as verdicts
-    from agent.verdicts import Rule
-
-    sources = {"seed": "x"}
-    bad = [
-        Rule("r1", "p3s", "feasible", {}, "t", "seed"),
-        Rule("r2", "p2s", "maybe", {}, "t", "seed"),
-        Rule("r3", "p2s", "feasible", {}, "t", "nowhere"),
-        Rule("r4", "p2s", "feasible", {"facts.x": {"approx": 1}}, "t", "seed"),
-        Rule("r5", "p2s", "feasible", {"weather.x": 1}, "t", "seed"),
-        Rule("r6", "p2s", "feasible", {}, "value {secrets.key}", "seed"),
-    ]
-    for rule in bad:
-        with pytest.raises(RuleSetError, match=rule.id):
-            verdicts._check_rule(rule, sources)
+@pytest.mark.parametrize("rule", [
+    'id = "r1"\noption = "p3s"\nverdict = "feasible"\nwhen = {}\ntext = "t"\nsource = "seed-s2s"',
+    'id = "r2"\noption = "p2s"\nverdict = "maybe"\nwhen = {}\ntext = "t"\nsource = "seed-s2s"',
+    'id = "r3"\noption = "p2s"\nverdict = "feasible"\nwhen = {}\ntext = "t"\nsource = "nowhere"',
+    'id = "r4"\noption = "p2s"\nverdict = "feasible"\nwhen = { "facts.nat.detected" = { approx = 1 } }\ntext = "t"\nsource = "seed-s2s"',
+    'id = "r5"\noption = "p2s"\nverdict = "feasible"\nwhen = { "weather.x" = 1 }\ntext = "t"\nsource = "seed-s2s"',
+    'id = "r6"\noption = "p2s"\nverdict = "feasible"\nwhen = {}\ntext = "value {secrets.key}"\nsource = "seed-s2s"',
+])
+def test_broken_rule_files_are_refused(rule):
+    shipped = (Path(__file__).parent.parent / "agent" / "rules" / "azure-2015.toml").read_text()
+    with pytest.raises(RuleSetError, match=rule.split('"')[1]):
+        parse_ruleset(f"{shipped}\n[[rules]]\n{rule}\n", "azure-2015")

@@ -1,6 +1,6 @@
 """The ESP echo of `xcheck responder`: proves that ESP (IP protocol 50) passes both ways.
 
-It answers only xcheck's own probes (checks/esp.py: SPI, magic, kind "request", exact
+It answers only xcheck's own probes (checks/protocols/esp.py: SPI, magic, kind "request", exact
 length), never anything else: real IPsec traffic to this host, echoes (two responders must
 not play ping-pong) and junk are dropped and counted. It must not be an amplifier: an echo
 is the request's ESP packet with one byte changed, so it is never larger than what came in
@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from agent.responder.rate_limit import TokenBuckets
-from checks.probes.esp import EspParseError, EspProbe, Kind, esp_of_ipv4, open_esp_socket
+from checks.protocols.esp import EspParseError, EspProbe, Kind, esp_of_ipv4, open_esp_socket
 
 # The check resends a probe every 0.25 s until it is echoed: a few a second is plenty, and a
 # spoofed flood toward a victim gets at most this many small packets a second.

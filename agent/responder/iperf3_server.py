@@ -1,6 +1,6 @@
 """The iperf3 server of `xcheck responder`: stock `iperf3 -c` (3.12 and newer) tests against it.
 
-It speaks the protocol described in checks/iperf3.py, TCP only, one test at a time like
+It speaks the protocol described in checks/protocols/iperf3.py, TCP only, one test at a time like
 iperf3 (others get ACCESS_DENIED). The control channel runs on asyncio; each data stream
 is a thread on a blocking socket, so a test runs at kernel speed without holding the loop.
 A client that sends garbage, stalls or vanishes is logged and dropped; parameters outside
@@ -29,17 +29,12 @@ from checks.protocols.iperf3 import (
     MAX_RESULTS_JSON_BYTES,
     MAX_STREAMS,
     MAX_WINDOW_BYTES,
-    CpuMeter,
     Iperf3ProtocolError,
     PeerResults,
     State,
     StreamFigures,
-    StreamPump,
-    TcpFigures,
     TestParameters,
     check_cookie,
-    close_pumps,
-    congestion_control,
     decode_json,
     decode_json_length,
     decode_state,
@@ -47,8 +42,8 @@ from checks.protocols.iperf3 import (
     encode_state,
     results_json,
     stream_ids,
-    tcp_figures,
 )
+from checks.transport.streams import CpuMeter, StreamPump, TcpFigures, close_pumps, congestion_control, tcp_figures
 
 # The longest test (omitted seconds included) `xcheck responder` takes by default: six of xcheck's
 # default 10 s stages, and short enough that one client cannot keep everyone else waiting for long.
@@ -268,7 +263,7 @@ class Iperf3Server:
 
         # Both in one write, as 3.12 sends them.
         await _send(conn, encode_state(State.TEST_START) + encode_state(State.TEST_RUNNING), idle)
-        cpu = CpuMeter()
+        cpu = CpuMeter(pumps)  # what the client reads as our cpu_util: these streams' threads only
         started = time.monotonic()
         baseline = _Baseline(started, [0] * len(pumps), [tcp_figures(pump.sock) for pump in pumps])
         for pump in pumps:

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.responder.rate_limit import ConnectionSlots, TokenBuckets
-from checks.probes.sstp import SSTP_CONTENT_LENGTH, SSTP_PATH
-from checks.transport.tls_client import MAX_HEAD_BYTES, HttpParseError, RequestHead, parse_request_head
+from checks.protocols.http import MAX_HEAD_BYTES, HttpParseError, RequestHead, parse_request_head
+from checks.protocols.sstp import SSTP_CONTENT_LENGTH, SSTP_PATH
 
 # A probe opens one or two connections per check run; a burst of 20 and 5 a second more
 # serves a user running xcheck in a loop while capping what one source can make us do.

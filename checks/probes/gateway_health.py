@@ -9,10 +9,12 @@ through the warning), so it is recorded, not judged.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from checks.contract import Check, CheckContext, Outcome
-from checks.transport.tls_client import Result, TlsSession, probe_gateways, read_response
+from checks.contract import Check, CheckContext, Outcome, Reason, Scope
+from checks.transport.tls_client import TlsSession, probe_target, read_response
 
 PORT = 8081
 PATH = "/healthprobe"
@@ -38,26 +40,32 @@ async def _read_excerpt(ctx: CheckContext, reader: asyncio.StreamReader, content
     return excerpt
 
 
-async def _get_healthprobe(ctx: CheckContext, gateway: str, session: TlsSession) -> tuple[Result, str, dict[str, Any]]:
+@dataclass(frozen=True)
+class HealthProbeEvidence:
+    answer: Mapping[str, Any]  # the HTTP answer's status line and headers
+    body_excerpt: str
+    certificate_subject: str | None
+
+
+async def _get_healthprobe(ctx: CheckContext, gateway: str, session: TlsSession) -> tuple[Reason, str, HealthProbeEvidence]:
     session.writer.write(f"GET {PATH} HTTP/1.1\r\nHost: {gateway}:{PORT}\r\nUser-Agent: xcheck\r\n"
                          "Accept: */*\r\nConnection: close\r\n\r\n".encode("ascii"))
     answer = await read_response(session.reader)
     body = await _read_excerpt(ctx, session.reader, answer.header("Content-Length"))
-    own = answer.evidence() | {
-        "body_excerpt": body.decode("utf-8", errors="replace"),
-        "certificate_subject": session.certificate.subject if session.certificate else None,
-    }
+    own = HealthProbeEvidence(answer.evidence(), body.decode("utf-8", errors="replace"),
+                              session.certificate.subject if session.certificate else None)
     if answer.status != 200:
-        return Result.UNEXPECTED_STATUS, f"{PATH} answered {answer.status_line!r}", own
-    return Result.SUCCESS, f"{PATH} answered {answer.status_line!r}", own
+        return Reason.UNEXPECTED_STATUS, f"{PATH} answered {answer.status_line!r}", own
+    return Reason.SUCCESS, f"{PATH} answered {answer.status_line!r}", own
 
 
 async def probe(ctx: CheckContext, port: int = PORT) -> Outcome:
-    return await probe_gateways(ctx, port, _get_healthprobe, f"health probe on TCP {port}")
+    return await probe_target(ctx, port, _get_healthprobe)
 
 
 CHECK = Check(
     name="gateway_health",
     summary="Gateway health probe: GET https://GATEWAY:8081/healthprobe answered with HTTP 200",
+    scope=Scope.GATEWAY,
     probe=probe,
 )

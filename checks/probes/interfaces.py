@@ -4,11 +4,44 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from dataclasses import dataclass, field
 
-from checks.transport.addressing import classify, source_address_toward
-from checks.contract import Check, CheckContext, Outcome, Reason
+from checks.contract import Check, CheckContext, Outcome, Reason, Scope
+from checks.transport.addressing import AddressClass, classify, source_address_toward
 
 _FAMILIES = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
+
+
+@dataclass(frozen=True)
+class InterfaceAddress:
+    address: str
+    family: str  # ipv4 or ipv6
+    prefix_length: int | None
+    address_class: AddressClass = field(metadata={"key": "class"})
+
+
+@dataclass(frozen=True)
+class Interface:
+    name: str
+    mtu: int
+    addresses: tuple[InterfaceAddress, ...]
+
+
+@dataclass(frozen=True)
+class Route:
+    """How this host reaches one target: the source address the kernel picks."""
+
+    target: str
+    address: str | None
+    source_address: str | None = None
+    source_class: AddressClass | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class InterfacesEvidence:
+    interfaces: tuple[Interface, ...]
+    routes: tuple[Route, ...]
 
 
 def _prefix_length(netmask: str | None, family: int) -> int | None:
@@ -20,7 +53,7 @@ def _prefix_length(netmask: str | None, family: int) -> int | None:
     return sum(bin(int(octet)).count("1") for octet in netmask.split("."))
 
 
-def up_interfaces() -> list[dict]:
+def up_interfaces() -> list[Interface]:
     import psutil  # a compiled extension: loaded only when the check runs
 
     stats = psutil.net_if_stats()
@@ -28,17 +61,17 @@ def up_interfaces() -> list[dict]:
     for name, addrs in sorted(psutil.net_if_addrs().items()):
         if name not in stats or not stats[name].isup:
             continue
-        addresses = [
-            {
-                "address": addr.address.split("%")[0],  # drop an IPv6 zone id
-                "family": _FAMILIES[addr.family],
-                "prefix_length": _prefix_length(addr.netmask, addr.family),
-                "class": str(classify(addr.address.split("%")[0])),
-            }
+        addresses = tuple(
+            InterfaceAddress(
+                address=addr.address.split("%")[0],  # drop an IPv6 zone id
+                family=_FAMILIES[addr.family],
+                prefix_length=_prefix_length(addr.netmask, addr.family),
+                address_class=classify(addr.address.split("%")[0]),
+            )
             for addr in addrs
             if addr.family in _FAMILIES
-        ]
-        interfaces.append({"name": name, "mtu": stats[name].mtu, "addresses": addresses})
+        )
+        interfaces.append(Interface(name, stats[name].mtu, addresses))
     return interfaces
 
 
@@ -49,27 +82,21 @@ async def probe(ctx: CheckContext) -> Outcome:
         try:
             ip = await ctx.resolver.resolve(target.host, ctx.remaining())
         except OSError as exc:
-            routes.append({"target": str(target), "address": None, "source_address": None, "error": str(exc)})
+            routes.append(Route(str(target), None, error=str(exc)))
             continue
         source = source_address_toward(ip, target.port)
-        routes.append(
-            {
-                "target": str(target),
-                "address": ip,
-                "source_address": source,
-                "source_class": str(classify(source)) if source else None,
-                "error": None if source else "no route",
-            }
-        )
-    evidence = {"interfaces": interfaces, "routes": routes}
-    if not any(iface["addresses"] for iface in interfaces):
+        routes.append(Route(str(target), ip, source, classify(source) if source else None,
+                            None if source else "no route"))
+    evidence = InterfacesEvidence(tuple(interfaces), tuple(routes))
+    if not any(iface.addresses for iface in interfaces):
         return Outcome.fail(Reason.NO_INTERFACES, "no interface that is up has an address", evidence)
-    count = sum(len(iface["addresses"]) for iface in interfaces)
+    count = sum(len(iface.addresses) for iface in interfaces)
     return Outcome.ok(evidence, f"{count} addresses on {len(interfaces)} interfaces that are up")
 
 
 CHECK = Check(
     name="interfaces",
     summary="addresses of every interface that is up, classified; source address toward each target",
+    scope=Scope.HOST,
     probe=probe,
 )

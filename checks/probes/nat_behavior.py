@@ -1,24 +1,24 @@
 """NAT mapping and filtering behaviour discovery (RFC 5780 §4.3 and §4.4).
 
-Needs a server that returned OTHER-ADDRESS (or RFC 3489's CHANGED-ADDRESS) in `stun_binding`.
-Filtering runs first, on its own socket: the mapping tests send to the server's alternate
+Probes each STUN server that returned OTHER-ADDRESS (or RFC 3489's CHANGED-ADDRESS) in
+`stun_binding`; the others are skipped as not supporting it. Filtering runs first, on its own socket: the mapping tests send to the server's alternate
 address, which would open the very filter holes the filtering tests look for.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
 
+from checks.contract import Check, CheckContext, Outcome, Reason, Scope
 from checks.transport.addressing import AddressClass, classify
-from checks.contract import Check, CheckContext, Outcome, Reason
 from checks.protocols.stun import TransportAddress
 from checks.transport.stun_client import REASONS, AnswerKind, BindingAnswer, Deadline, StunClient, cached_rto, unusable_address
 
 ENDPOINT_INDEPENDENT = "endpoint-independent"
 ADDRESS_DEPENDENT = "address-dependent"
 ADDRESS_AND_PORT_DEPENDENT = "address-and-port-dependent"
-BEHAVIORS = (ENDPOINT_INDEPENDENT, ADDRESS_DEPENDENT, ADDRESS_AND_PORT_DEPENDENT)
 
 # A filtering test concludes "filtered" from silence, so its requests are sent this many times,
 # one RTO apart (no backoff: three small packets), and silence must last a whole window. RFC 5780
@@ -39,27 +39,45 @@ _REACH = {AddressClass.LOOPBACK: 0, AddressClass.LINK_LOCAL: 1, AddressClass.RFC
 Address = tuple[str, int]
 
 
-def _test_evidence(answer: BindingAnswer) -> dict[str, Any]:
+@dataclass(frozen=True)
+class StunTest:
+    result: AnswerKind
+    detail: str
+    attempts: int
+    mapped: str | None
+    source: str | None  # where the answer came from
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """One of §4.3 / §4.4: the behaviour found, or why none was."""
+
+    behavior: str | None
+    failure: AnswerKind | None
+    reason: str | None
+    tests: Mapping[str, StunTest]
+    wait_seconds: float | None = None  # how long silence had to last (filtering)
+
+
+@dataclass(frozen=True)
+class NatBehaviorEvidence:
+    primary: str
+    other: str | None
+    filtering: Discovery | None = None
+    mapping: Discovery | None = None
+
+
+def _test_evidence(answer: BindingAnswer) -> StunTest:
     mapped = answer.mapped
-    return {
-        "result": str(answer.kind),
-        "detail": answer.detail,
-        "attempts": answer.attempts,
-        "mapped": str(mapped) if mapped else None,
-        "source": f"{answer.source[0]}:{answer.source[1]}" if answer.source else None,
-    }
+    return StunTest(answer.kind, answer.detail, answer.attempts, str(mapped) if mapped else None,
+                    f"{answer.source[0]}:{answer.source[1]}" if answer.source else None)
 
 
-def _undecided(answer: BindingAnswer, what: str, tests: dict[str, Any]) -> dict[str, Any]:
-    return {"behavior": None, "failure": str(answer.kind), "reason": f"{what}: {answer.kind} {answer.detail}".strip(),
-            "tests": tests}
+def _undecided(answer: BindingAnswer, what: str, tests: Mapping[str, StunTest], wait: float | None = None) -> Discovery:
+    return Discovery(None, answer.kind, f"{what}: {answer.kind} {answer.detail}".strip(), tests, wait)
 
 
-def _decided(behavior: str, tests: dict[str, Any]) -> dict[str, Any]:
-    return {"behavior": behavior, "failure": None, "reason": None, "tests": tests}
-
-
-async def _filtering(ctx: CheckContext, primary: Address, other: Address, rto: float) -> dict[str, Any]:
+async def _filtering(ctx: CheckContext, primary: Address, other: Address, rto: float) -> Discovery:
     """§4.4: after a binding to primary, ask for answers from the other addresses (CHANGE-REQUEST)."""
     with StunClient.open(ctx.clock) as client:
         test1 = await client.binding(primary, deadline=Deadline(ctx.deadline), rto=rto)
@@ -73,20 +91,20 @@ async def _filtering(ctx: CheckContext, primary: Address, other: Address, rto: f
             client.binding(primary, deadline=window, rto=rto, backoff=1.0, change_port=True,
                            expect_from=(primary[0], other[1])),
         )
-    tests = {"test1": _test_evidence(test1), "test2": _test_evidence(test2), "test3": _test_evidence(test3),
-             "wait_seconds": round(wait, 3)}
+    tests = {"test1": _test_evidence(test1), "test2": _test_evidence(test2), "test3": _test_evidence(test3)}
+    wait = round(wait, 3)
     for answer, name in ((test2, "test II (change IP and port)"), (test3, "test III (change port)")):
         if answer.kind not in (AnswerKind.ANSWERED, AnswerKind.NO_RESPONSE):
             # E.g. an answer from the primary address: the server ignored CHANGE-REQUEST.
-            return _undecided(answer, name, tests)
+            return _undecided(answer, name, tests, wait)
     if test2.kind is AnswerKind.ANSWERED:
-        return _decided(ENDPOINT_INDEPENDENT, tests)
+        return Discovery(ENDPOINT_INDEPENDENT, None, None, tests, wait)
     if test3.kind is AnswerKind.ANSWERED:
-        return _decided(ADDRESS_DEPENDENT, tests)
-    return _decided(ADDRESS_AND_PORT_DEPENDENT, tests)
+        return Discovery(ADDRESS_DEPENDENT, None, None, tests, wait)
+    return Discovery(ADDRESS_AND_PORT_DEPENDENT, None, None, tests, wait)
 
 
-async def _mapping(ctx: CheckContext, primary: Address, other: Address, rto: float) -> dict[str, Any]:
+async def _mapping(ctx: CheckContext, primary: Address, other: Address, rto: float) -> Discovery:
     """§4.3: one local port toward primary, then (other IP, primary port) and other."""
     with StunClient.open(ctx.clock) as client:
         test1 = await client.binding(primary, deadline=Deadline(ctx.deadline), rto=rto)
@@ -103,10 +121,10 @@ async def _mapping(ctx: CheckContext, primary: Address, other: Address, rto: flo
         if answer.kind is not AnswerKind.ANSWERED:
             return _undecided(answer, name, tests)
     if test2.mapped == test1.mapped:
-        return _decided(ENDPOINT_INDEPENDENT, tests)
+        return Discovery(ENDPOINT_INDEPENDENT, None, None, tests)
     if test3.mapped == test2.mapped:
-        return _decided(ADDRESS_DEPENDENT, tests)
-    return _decided(ADDRESS_AND_PORT_DEPENDENT, tests)
+        return Discovery(ADDRESS_DEPENDENT, None, None, tests)
+    return Discovery(ADDRESS_AND_PORT_DEPENDENT, None, None, tests)
 
 
 def alternate_address_problem(other: TransportAddress, server: TransportAddress) -> str | None:
@@ -136,48 +154,38 @@ def _address(text: str) -> Address:
     return str(address.ip), address.port
 
 
-def _rfc5780_server(servers: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, str | None]:
-    """The first server whose alternate address the tests may use, with None; else the first that
-    named an unusable one, with why; else (None, None)."""
-    refused: tuple[dict[str, Any] | None, str | None] = (None, None)
-    for server in servers:
-        if server["result"] != AnswerKind.ANSWERED or not server["other_address"]:
-            continue
-        problem = alternate_address_problem(TransportAddress.parse(server["other_address"]),
-                                            TransportAddress.parse(server["address"]))
-        if problem is None:
-            return server, None
-        refused = refused if refused[0] else (server, problem)
-    return refused
-
-
 async def probe(ctx: CheckContext) -> Outcome:
-    binding = ctx.dependencies["stun_binding"]
-    if not binding.succeeded:
-        # Say what stun_binding found, which is not always silence (no server given, none resolved).
-        return Outcome.skipped(Reason.DEPENDENCY_UNAVAILABLE, f"needs a STUN Binding answer; stun_binding: "
-                                                              f"{binding.reason}: {binding.detail}")
-    server, problem = _rfc5780_server(binding.evidence["servers"])
-    if server is None:
-        return Outcome.skipped(Reason.NOT_SUPPORTED, "no STUN server returned OTHER-ADDRESS (RFC 5780)")
-    evidence: dict[str, Any] = {"server": server["server"], "primary": server["address"], "other": server["other_address"]}
+    binding = ctx.dependency("stun_binding")
+    if binding is None or not binding.succeeded:
+        # Say what stun_binding found, which is not always silence (the name did not resolve, ...).
+        found = f"{binding.reason}: {binding.detail}" if binding else "not run"
+        return Outcome.skipped(Reason.DEPENDENCY_UNAVAILABLE, f"needs a STUN Binding answer; stun_binding: {found}")
+    server = binding.evidence
+    if not server.other_address:
+        return Outcome.skipped(Reason.NOT_SUPPORTED, "the server returned no OTHER-ADDRESS (RFC 5780)")
+    evidence = NatBehaviorEvidence(primary=server.address, other=server.other_address)
+    problem = alternate_address_problem(TransportAddress.parse(server.other_address),
+                                        TransportAddress.parse(server.address))
     if problem:
-        return Outcome.fail(Reason.INVALID_RESPONSE, f"{server['other_address_attribute']} {server['other_address']} "
-                            f"from {server['address']} is refused, nothing was sent to it: {problem}", evidence)
-    primary, other = _address(server["address"]), _address(server["other_address"])
-    rto = cached_rto(server["rtt_seconds"])
-    evidence["filtering"] = filtering = await _filtering(ctx, primary, other, rto)
-    evidence["mapping"] = mapping = await _mapping(ctx, primary, other, rto)
-    undecided = [(name, part) for name, part in (("filtering", filtering), ("mapping", mapping)) if part["failure"]]
+        return Outcome.fail(Reason.INVALID_RESPONSE, f"{server.other_address_attribute} {server.other_address} "
+                            f"from {server.address} is refused, nothing was sent to it: {problem}", evidence)
+    primary, other = _address(server.address), _address(server.other_address)
+    rto = cached_rto(server.rtt_seconds)
+    filtering = await _filtering(ctx, primary, other, rto)
+    mapping = await _mapping(ctx, primary, other, rto)
+    evidence = NatBehaviorEvidence(server.address, server.other_address, filtering, mapping)
+    undecided = [(name, part) for name, part in (("filtering", filtering), ("mapping", mapping)) if part.failure]
     if undecided:
-        detail = "; ".join(f"{name}: {part['reason']}" for name, part in undecided)
-        return Outcome.fail(REASONS[AnswerKind(undecided[0][1]["failure"])], detail, evidence)
-    return Outcome.ok(evidence, f"mapping {mapping['behavior']}, filtering {filtering['behavior']}")
+        detail = "; ".join(f"{name}: {part.reason}" for name, part in undecided)
+        return Outcome.fail(REASONS[undecided[0][1].failure], detail, evidence)
+    return Outcome.ok(evidence, f"mapping {mapping.behavior}, filtering {filtering.behavior}")
 
 
 CHECK = Check(
     name="nat_behavior",
     summary="RFC 5780 NAT mapping and filtering behaviour, with a server that returns OTHER-ADDRESS",
+    scope=Scope.STUN_SERVER,
     probe=probe,
     depends_on=("stun_binding",),
+    every_target=False,  # one server that supports RFC 5780 is enough
 )

@@ -24,8 +24,8 @@ neither way, `path_mtu_bytes` is None and `upper_bound_bytes` says what ICMP and
 link allow; an IKE-based probe (the one thing an Azure gateway does answer) would close
 that gap.
 
-The result is compared with Azure's limit: VPN and ExpressRoute carry at most 1400-byte
-packets, and Microsoft recommends clamping TCP MSS at 1350.
+What Azure allows through its tunnels (1400-byte packets, MSS 1350) is the rule set's to
+compare, not this probe's.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ import socket
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-from checks.contract import Check, CheckContext, Outcome, Reason
+from checks.contract import Check, CheckContext, Outcome, Reason, Scope
 from checks.transport.icmp_errors import (
     ICMP_DEST_UNREACH,
     ICMP_FRAG_NEEDED,
@@ -57,9 +57,6 @@ IP_MTU = 14
 IP_PMTUDISC_PROBE = 3  # set DF, ignore the cached path MTU
 ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST = 0, 8
 
-AZURE_MAX_PACKET_BYTES = 1400  # ExpressRoute, VPN and Virtual WAN carry at most 1400-byte packets
-AZURE_MSS_BYTES = 1350  # Microsoft's recommended TCP MSS clamp
-IPV4_TCP_HEADERS_BYTES = 40  # MSS = packet size - IPv4 header (20) - TCP header (20)
 IPV4_MIN_MTU = 68  # RFC 791: every IPv4 link carries this; the smallest size probed
 PROBE_HEADER_BYTES = 28  # IPv4 header (20) + ICMP echo or UDP header (8)
 SIZES_PER_ROUND = 8  # k of the k-ary search: 1500 bytes of range take 3-4 rounds
@@ -358,19 +355,15 @@ def link_mtu_toward(address: str) -> int:
 # the check
 
 
-def azure_comparison(path_mtu: int | None) -> dict[str, Any]:
-    """Compare a path MTU with Azure's 1400-byte limit; the TCP MSS to clamp at."""
-    if path_mtu is None:
-        return {"exceeds_azure_limit": None, "recommended_mss_bytes": None, "recommendation": None}
-    mss = min(AZURE_MSS_BYTES, path_mtu - IPV4_TCP_HEADERS_BYTES)
-    if path_mtu >= AZURE_MAX_PACKET_BYTES:
-        text = (f"clamp TCP MSS at {AZURE_MSS_BYTES}: this path carries {path_mtu}-byte packets,"
-                f" Azure VPN and ExpressRoute at most {AZURE_MAX_PACKET_BYTES}")
-    else:
-        text = (f"clamp TCP MSS at {mss}: this path carries at most {path_mtu}-byte packets,"
-                f" less than Azure's {AZURE_MAX_PACKET_BYTES} (MSS = MTU - {IPV4_TCP_HEADERS_BYTES})")
-    return {"exceeds_azure_limit": path_mtu > AZURE_MAX_PACKET_BYTES, "recommended_mss_bytes": mss,
-            "recommendation": text}
+@dataclass(frozen=True)
+class PathMtuEvidence:
+    address: str | None
+    path_mtu_bytes: int | None = None  # the largest packet that passes with DF, proven by an answer
+    method: str | None = None  # icmp_echo or udp_port_unreachable
+    largest_passed_bytes: int | None = None
+    upper_bound_bytes: int | None = None  # what ICMP and the local link allow
+    link_mtu_bytes: int | None = None
+    probes_sent: int = 0
 
 
 def _describe(search_result: SearchResult, method: str, link_mtu: int) -> str:
@@ -392,30 +385,28 @@ async def _search_with(prober: SizeProber, sock: socket.socket, address: str, po
         return await search(prober, IPV4_MIN_MTU, ceiling, ctx.remaining)
 
 
-async def _measure(ctx: CheckContext, gateway: str) -> dict[str, Any]:
-    entry: dict[str, Any] = {"gateway": gateway, "address": None, "path_mtu_bytes": None, "method": None,
-                             "detail": "", "largest_passed_bytes": None, "upper_bound_bytes": None,
-                             "link_mtu_bytes": None, "probes_sent": 0}
+async def probe(ctx: CheckContext) -> Outcome:
     try:
-        address = await ctx.resolver.resolve(gateway, ctx.remaining())
+        address = await ctx.resolver.resolve(ctx.target.host, ctx.remaining())
     except OSError as exc:
-        return entry | {"detail": str(exc)}
-    entry["address"] = address
+        return Outcome.fail(Reason.RESOLVE_FAILED, str(exc), PathMtuEvidence(None))
     try:
         link_mtu = link_mtu_toward(address)
     except OSError as exc:  # no route: the local stack refuses before anything is sent
-        return entry | {"detail": f"no way to {address}: {exc.strerror or exc}"}
-    entry["link_mtu_bytes"] = link_mtu
+        return Outcome.fail(Reason.NETWORK_ERROR, f"no way to {address}: {exc.strerror or exc}",
+                            PathMtuEvidence(address))
     notes: list[str] = []
     result: SearchResult | None = None
+    probes_sent = 0
+    method = None
     echo = open_echo_socket()
     if isinstance(echo, str):
         notes.append(echo)
     else:
         sock, raw = echo
         result = await _search_with(EchoProber(sock, ctx.clock, raw), sock, address, 0, link_mtu, ctx)
-        entry["probes_sent"] += result.probes
-        entry["method"] = EchoProber.method
+        probes_sent += result.probes
+        method = EchoProber.method
     if result is None or result.largest_passed is None:
         if result is not None and result.probes:
             notes.append("no answer to ICMP echo")
@@ -423,38 +414,21 @@ async def _measure(ctx: CheckContext, gateway: str) -> dict[str, Any]:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         result = await _search_with(UdpProber(sock, ctx.clock, address), sock, address, UDP_PROBE_PORT,
                                     ceiling, ctx)
-        entry["probes_sent"] += result.probes
-        entry["method"] = UdpProber.method
-    entry |= {"path_mtu_bytes": result.path_mtu, "largest_passed_bytes": result.largest_passed,
-              "upper_bound_bytes": result.upper_bound,
-              "detail": "; ".join([*notes, _describe(result, entry["method"], link_mtu)])}
-    return entry | azure_comparison(result.path_mtu)
-
-
-async def probe(ctx: CheckContext) -> Outcome:
-    if not ctx.targets.gateways:
-        return Outcome.skipped(Reason.NO_TARGET, "no gateway given (--gateway)")
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(_measure(ctx, gateway)) for gateway in ctx.targets.gateways]
-    gateways = [task.result() for task in tasks]
-    measured = [g["path_mtu_bytes"] for g in gateways if g["path_mtu_bytes"] is not None]
-    # The narrowest path decides what the tunnel can carry.
-    narrowest = min(measured) if measured else None
-    evidence = {"gateways": gateways, "path_mtu_bytes": narrowest} | azure_comparison(narrowest)
-    summary = "; ".join(f"{g['gateway']}: {g['detail']}" for g in gateways)
-    if len(measured) == len(gateways):
-        return Outcome.ok(evidence, f"{summary}; {evidence['recommendation']}")
-    if any(g["address"] is None for g in gateways):
-        return Outcome.fail(Reason.RESOLVE_FAILED, summary, evidence)
-    if any(g["link_mtu_bytes"] is None for g in gateways):  # resolved, but this host has no way there
-        return Outcome.fail(Reason.NETWORK_ERROR, summary, evidence)
-    if not any(g["probes_sent"] for g in gateways if g["path_mtu_bytes"] is None):
-        return Outcome.fail(Reason.TIMEOUT, summary, evidence)  # silence is no answer only to a probe sent
-    return Outcome.fail(Reason.NO_RESPONSE, summary, evidence)
+        probes_sent += result.probes
+        method = UdpProber.method
+    evidence = PathMtuEvidence(address, result.path_mtu, method, result.largest_passed, result.upper_bound,
+                               link_mtu, probes_sent)
+    detail = "; ".join([*notes, _describe(result, method, link_mtu)])
+    if result.path_mtu is not None:
+        return Outcome.ok(evidence, detail)
+    if not probes_sent:
+        return Outcome.fail(Reason.TIMEOUT, detail, evidence)  # silence is no answer only to a probe sent
+    return Outcome.fail(Reason.NO_RESPONSE, detail, evidence)
 
 
 CHECK = Check(
     name="path_mtu",
     summary="Path MTU toward each gateway (DF probes answered by the target), against Azure's 1400-byte limit",
+    scope=Scope.GATEWAY,
     probe=probe,
 )

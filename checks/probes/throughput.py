@@ -2,17 +2,19 @@
 virtual network (any stock `iperf3 -s`, or `xcheck responder`), upload then download, one stage
 per stream count (AzureCT: 1, 6 and 16), with latency sampled under the load.
 
-Runs after `latency`, so that the idle figures are measured before the path is loaded.
+It loads the path (`Check.loads_path`): the runner starts it once every other check of the run
+has finished, so that the idle figures and the gateway probes are measured on a quiet path.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from dataclasses import dataclass
 
-from checks.probes import latency
+from checks.contract import Check, CheckContext, Outcome, Reason, Scope, Targets, ThroughputPlan
 from checks.protocols import iperf3
-from checks.contract import Check, CheckContext, Outcome, Reason, Targets, ThroughputPlan
+from checks.transport import iperf3_client
+from checks.transport.rtt import PathRoundTrips, measure, no_route_to
 
 # Beyond a stage's planned seconds: connection set-up, results exchange, a slow server's end.
 STAGE_SLACK_SECONDS = 3.0
@@ -21,13 +23,13 @@ BUSY_RETRY_PAUSES_SECONDS = (0.25, 0.5, 1.0)
 STAGE_END_GUARD_SECONDS = 2.0
 
 _FAILURE_REASONS = {
-    iperf3.Failure.CONNECTION_FAILED: Reason.CONNECTION_FAILED,
-    iperf3.Failure.ACCESS_DENIED: Reason.PEER_BUSY,
-    iperf3.Failure.SERVER_ERROR: Reason.PEER_ERROR,
-    iperf3.Failure.PROTOCOL_ERROR: Reason.INVALID_RESPONSE,
-    iperf3.Failure.NO_RESPONSE: Reason.NO_RESPONSE,
-    iperf3.Failure.STALLED: Reason.NO_RESPONSE,
-    iperf3.Failure.SERVER_GONE: Reason.CONNECTION_LOST,
+    iperf3_client.Failure.CONNECTION_FAILED: Reason.CONNECTION_FAILED,
+    iperf3_client.Failure.ACCESS_DENIED: Reason.PEER_BUSY,
+    iperf3_client.Failure.SERVER_ERROR: Reason.PEER_ERROR,
+    iperf3_client.Failure.PROTOCOL_ERROR: Reason.INVALID_RESPONSE,
+    iperf3_client.Failure.NO_RESPONSE: Reason.NO_RESPONSE,
+    iperf3_client.Failure.STALLED: Reason.STALLED,
+    iperf3_client.Failure.SERVER_GONE: Reason.CONNECTION_LOST,
 }
 
 
@@ -35,35 +37,61 @@ def _direction(reverse: bool) -> str:
     return "download" if reverse else "upload"
 
 
-def _stage_evidence(result: iperf3.TestResult, under_load: dict[str, Any]) -> dict[str, Any]:
-    evidence = {
-        "direction": _direction(result.spec.reverse),
-        "streams": result.spec.streams,
-        "ok": result.ok,
-        "failure": str(result.failure) if result.failure else None,
-        "detail": result.detail,
-        "partial": result.partial,
-        "bits_per_second": result.bits_per_second,
-        "bytes_received": result.bytes_received,
-        "duration_seconds": result.duration_seconds,
-        "retransmits": result.retransmits,
-        "local_cpu_percent": result.local_cpu_percent,
-        "remote_cpu_percent": result.remote_cpu_percent,
-        "cpu_limited": result.cpu_limited,
-        "latency_under_load": under_load,
-    }
-    # Only where they apply: the server's figures refused beside ours, the server's error number.
-    if result.disputed is not None:
-        evidence["disputed"] = result.disputed
-    if result.i_errno is not None:
-        evidence["i_errno"] = result.i_errno
-    return evidence
+@dataclass(frozen=True)
+class Stage:
+    """One iperf3 test: a direction and a number of streams."""
+
+    direction: str  # upload or download
+    streams: int
+    ok: bool
+    failure: iperf3_client.Failure | None
+    detail: str
+    partial: bool  # figures from before a failure
+    bits_per_second: float | None
+    bytes_received: int | None
+    duration_seconds: float | None
+    retransmits: int | None
+    local_cpu_percent: float | None
+    remote_cpu_percent: float | None
+    cpu_limited: bool | None
+    latency_under_load: PathRoundTrips | None
+    disputed: str | None = None  # the server's figures, refused beside ours
+    i_errno: int | None = None  # the server's error number
+
+
+@dataclass(frozen=True)
+class ThroughputEvidence:
+    address: str
+    seconds: float
+    omit_seconds: float
+    stages: tuple[Stage, ...]
+
+
+def _stage_evidence(result: iperf3_client.TestResult, under_load: PathRoundTrips | None) -> Stage:
+    return Stage(
+        direction=_direction(result.spec.reverse),
+        streams=result.spec.streams,
+        ok=result.ok,
+        failure=result.failure,
+        detail=result.detail,
+        partial=result.partial,
+        bits_per_second=result.bits_per_second,
+        bytes_received=result.bytes_received,
+        duration_seconds=result.duration_seconds,
+        retransmits=result.retransmits,
+        local_cpu_percent=result.local_cpu_percent,
+        remote_cpu_percent=result.remote_cpu_percent,
+        cpu_limited=result.cpu_limited,
+        latency_under_load=under_load,
+        disputed=result.disputed,
+        i_errno=result.i_errno,
+    )
 
 
 async def _stage(ctx: CheckContext, ip: str, port: int, plan: ThroughputPlan, streams: int, reverse: bool,
-                 done_before: float) -> dict[str, Any]:
-    spec = iperf3.TestSpec(host=ip, port=port, duration_seconds=plan.seconds, omit_seconds=plan.omit_seconds,
-                           streams=streams, reverse=reverse, window_bytes=plan.window_bytes)
+                 done_before: float) -> Stage:
+    spec = iperf3_client.TestSpec(host=ip, port=port, duration_seconds=plan.seconds, omit_seconds=plan.omit_seconds,
+                                  streams=streams, reverse=reverse, window_bytes=plan.window_bytes)
     total = plan.load_seconds()
     label = f"{_direction(reverse)}, {streams} stream{'s' if streams > 1 else ''}"
 
@@ -74,33 +102,33 @@ async def _stage(ctx: CheckContext, ip: str, port: int, plan: ThroughputPlan, st
     # The check's own deadline minus a guard, so that a stage cut short still reports its figures.
     stage_deadline = min(ctx.deadline - STAGE_END_GUARD_SECONDS, started + plan.seconds + plan.omit_seconds
                          + STAGE_SLACK_SECONDS)
-    load = asyncio.ensure_future(asyncio.to_thread(iperf3.run_test, spec, deadline=stage_deadline, progress=progress,
-                                                   clock=ctx.clock))
+    load = asyncio.ensure_future(asyncio.to_thread(iperf3_client.run_test, spec, deadline=stage_deadline,
+                                                   progress=progress, clock=ctx.clock))
 
-    async def under_load() -> dict[str, Any]:
+    async def under_load() -> PathRoundTrips:
         await asyncio.sleep(plan.omit_seconds)  # sample the settled load, not slow start
-        return await latency.measure(ctx, ip, port, count=10_000, interval=UNDER_LOAD_INTERVAL_SECONDS,
-                                     until=started + plan.omit_seconds + plan.seconds)
+        return await measure(ip, port, count=10_000, interval=UNDER_LOAD_INTERVAL_SECONDS, clock=ctx.clock,
+                             until=started + plan.omit_seconds + plan.seconds)
 
     sampling = asyncio.ensure_future(under_load())
     result = await load
     if not result.ok:
         sampling.cancel()  # a failed test leaves no load to sample under
     try:
-        sampled = await sampling
+        sampled: PathRoundTrips | None = await sampling
     except asyncio.CancelledError:
-        sampled = {}
+        sampled = None
     ctx.logger.debug("%s: %s", label, result)
     return _stage_evidence(result, sampled)
 
 
 async def _stage_with_retries(ctx: CheckContext, ip: str, port: int, plan: ThroughputPlan, streams: int,
-                              reverse: bool, done_before: float) -> dict[str, Any]:
+                              reverse: bool, done_before: float) -> Stage:
     """A stock iperf3 3.12 server closes and reopens its listener after every test, and takes each
     idle latency sample for a client: refused or busy for a moment is not refused or busy."""
     stage = await _stage(ctx, ip, port, plan, streams, reverse, done_before)
     for pause in BUSY_RETRY_PAUSES_SECONDS:
-        if stage["failure"] not in (iperf3.Failure.CONNECTION_FAILED, iperf3.Failure.ACCESS_DENIED):
+        if stage.failure not in (iperf3_client.Failure.CONNECTION_FAILED, iperf3_client.Failure.ACCESS_DENIED):
             break
         await asyncio.sleep(pause)
         stage = await _stage(ctx, ip, port, plan, streams, reverse, done_before)
@@ -108,36 +136,33 @@ async def _stage_with_retries(ctx: CheckContext, ip: str, port: int, plan: Throu
 
 
 async def probe(ctx: CheckContext) -> Outcome:
-    far_end, plan = ctx.targets.iperf, ctx.targets.throughput
-    if far_end is None:
-        return Outcome.skipped(Reason.NO_TARGET, "no far end given (--iperf HOST)")
+    far_end, plan = ctx.target.endpoint, ctx.targets.throughput
     if plan is None:
         return Outcome.skipped(Reason.DISABLED, "throughput not measured (--no-throughput)")
     try:
         ip = await ctx.resolver.resolve(far_end.host, ctx.remaining())
     except OSError as exc:
         return Outcome.fail(Reason.RESOLVE_FAILED, str(exc))
-    if (no_route := latency.no_route_to(ip, far_end.port)) is not None:
+    if (no_route := no_route_to(ip, far_end.port)) is not None:
         return no_route
-    stages: list[dict[str, Any]] = []
+    stages: list[Stage] = []
     done = 0.0
     for streams, reverse in ((n, r) for n in plan.streams for r in (False, True)):
         stages.append(await _stage_with_retries(ctx, ip, far_end.port, plan, streams, reverse, done))
         done += plan.seconds + plan.omit_seconds
-        if not stages[-1]["ok"]:
+        if not stages[-1].ok:
             break
-    evidence = {"far_end": str(far_end), "address": ip, "seconds": plan.seconds, "omit_seconds": plan.omit_seconds,
-                "stages": stages}
-    failed = next((s for s in stages if not s["ok"]), None)
+    evidence = ThroughputEvidence(ip, plan.seconds, plan.omit_seconds, tuple(stages))
+    failed = next((s for s in stages if not s.ok), None)
     if failed is not None:
-        what = f"{failed['direction']} with {failed['streams']} streams: {failed['failure']}: {failed['detail']}"
-        if failed["partial"]:
+        what = f"{failed.direction} with {failed.streams} streams: {failed.failure}: {failed.detail}"
+        if failed.partial:
             what += " (figures before the failure are marked partial)"
-        if failed.get("i_errno") == iperf3.IEDURATION:
+        if failed.i_errno == iperf3.IEDURATION:
             what += (f"; use a shorter --throughput-seconds (each stage adds a {plan.omit_seconds:g} s warm-up), or "
                      "let the far end take longer tests (xcheck responder --max-test-seconds)")
-        return Outcome.fail(_FAILURE_REASONS[iperf3.Failure(failed["failure"])], what, evidence)
-    rates = {d: max(s["bits_per_second"] for s in stages if s["direction"] == d) for d in ("upload", "download")}
+        return Outcome.fail(_FAILURE_REASONS[failed.failure], what, evidence)
+    rates = {d: max(s.bits_per_second for s in stages if s.direction == d) for d in ("upload", "download")}
     return Outcome.ok(evidence, f"upload {rates['upload'] / 1e6:.1f} Mbit/s, download {rates['download'] / 1e6:.1f} Mbit/s")
 
 
@@ -152,9 +177,8 @@ def _budget(targets: Targets) -> float:
 CHECK = Check(
     name="throughput",
     summary="iperf3-compatible throughput to the far end (--iperf), upload and download, latency under load",
+    scope=Scope.FAR_END,
     probe=probe,
-    # After the others: the load would skew what they measure.
-    depends_on=("latency", "nat_behavior", "ike_udp500", "ike_natt_udp4500", "ikev1_udp500", "esp", "tls_tcp443",
-                "sstp", "gateway_health", "path_mtu"),
+    loads_path=True,  # after the others: the load would skew what they measure
     budget_seconds=_budget,
 )

@@ -10,13 +10,25 @@ such, not as interception.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from checks.contract import Check, CheckContext, Outcome, Reason, Scope
 from checks.transport.addressing import is_ip_literal
-from checks.contract import Check, CheckContext, Outcome
-from checks.transport.tls_client import UNKNOWN_ISSUER_VERIFY_CODES, Result, TlsSession, probe_gateways
+from checks.transport.tls_client import UNKNOWN_ISSUER_VERIFY_CODES, TlsSession, probe_target
 
 PORT = 443
+
+
+@dataclass(frozen=True)
+class CertificateEvidence:
+    sni: str | None
+    certificate: Mapping[str, Any] | None
+    fingerprint_expected: str | None
+    fingerprint_matches: bool | None
+    interception_suspected: bool | None
+    interception_evidence: tuple[str, ...]
 
 
 def interception_evidence(gateway: str, session: TlsSession, expected_sha256: str | None) -> list[str]:
@@ -42,19 +54,19 @@ def interception_evidence(gateway: str, session: TlsSession, expected_sha256: st
     return evidence
 
 
-async def _describe(ctx: CheckContext, gateway: str, session: TlsSession) -> tuple[Result, str, dict[str, Any]]:
+async def _describe(ctx: CheckContext, gateway: str, session: TlsSession) -> tuple[Reason, str, CertificateEvidence]:
     certificate = session.certificate
     expected_sha256 = _normalised(ctx.targets.gateway_fingerprint)
     suspicion = interception_evidence(gateway, session, expected_sha256)
     matches = certificate.sha256 == expected_sha256 if expected_sha256 and certificate else None
-    own = {
-        "sni": None if is_ip_literal(gateway) else gateway,  # Python sends no SNI for an IP address
-        "certificate": certificate.evidence(dt.datetime.now(dt.UTC)) if certificate else None,
-        "fingerprint_expected": expected_sha256,
-        "fingerprint_matches": matches,
-        "interception_suspected": bool(suspicion) if certificate else None,
-        "interception_evidence": suspicion,
-    }
+    own = CertificateEvidence(
+        sni=None if is_ip_literal(gateway) else gateway,  # Python sends no SNI for an IP address
+        certificate=certificate.evidence(dt.datetime.now(dt.UTC)) if certificate else None,
+        fingerprint_expected=expected_sha256,
+        fingerprint_matches=matches,
+        interception_suspected=bool(suspicion) if certificate else None,
+        interception_evidence=tuple(suspicion),
+    )
     parts = [f"{session.tls_version}, {session.cipher}"]
     if session.chain_verified and certificate and certificate.covers(gateway):
         parts.append("certificate verifies")
@@ -64,7 +76,7 @@ async def _describe(ctx: CheckContext, gateway: str, session: TlsSession) -> tup
         parts.append("fingerprint matches" if matches else "fingerprint differs")
     if suspicion:
         parts.append("TLS interception suspected")
-    return Result.SUCCESS, "; ".join(parts), own
+    return Reason.SUCCESS, "; ".join(parts), own
 
 
 def _normalised(fingerprint: str | None) -> str | None:
@@ -72,11 +84,12 @@ def _normalised(fingerprint: str | None) -> str | None:
 
 
 async def probe(ctx: CheckContext, port: int = PORT) -> Outcome:
-    return await probe_gateways(ctx, port, _describe, f"TLS handshake on TCP {port}")
+    return await probe_target(ctx, port, _describe)
 
 
 CHECK = Check(
     name="tls_tcp443",
     summary="TLS on TCP 443 to each gateway: handshake, certificate, chain, fingerprint, interception",
+    scope=Scope.GATEWAY,
     probe=probe,
 )

@@ -1,11 +1,11 @@
 """IKE first messages and strict reading of their answers, on scapy's IKEv2 and ISAKMP layers.
 
 What is sent (RFC 7296 §1.2, RFC 2409 §5): an IKEv2 IKE_SA_INIT request offering the
-proposals an Azure VPN gateway accepts (AES256/SHA256, AES256/SHA1, AES128/SHA1 with DH
-group 2, which is Azure's default, and AES256/SHA256 with group 14), a real Diffie-Hellman
-public value for the first offered group, a nonce, and the NAT_DETECTION notifies
-(RFC 7296 §2.23) for the addresses and ports really used; and an IKEv1 Main Mode first
-message (policy-based gateways speak only IKEv1) with the same suites, PSK, 28,800 s.
+proposals of an `IkeOffer` (checks/protocols/ike_suites.py; the rule set's `[ike]` table, the
+suites an Azure VPN gateway accepts), a real Diffie-Hellman public value for the first offered
+group, a nonce, and the NAT_DETECTION notifies (RFC 7296 §2.23) for the addresses and ports
+really used; and an IKEv1 Main Mode first message (policy-based gateways speak only IKEv1) with
+the offer's transforms, PSK and lifetime. An answer is checked against the offer it answers.
 
 What counts as an answer: any well-formed message for our SPI (cookie in IKEv1) proves an
 IKE daemon heard us: an IKE_SA_INIT response, or a notify instead of one
@@ -49,7 +49,18 @@ from scapy.layers.isakmp import (
     ISAKMPTransformNum,
     NotifyMessageType,
 )
-from scapy.layers.tls.crypto.groups import modp1024, modp2048
+from scapy.layers.tls.crypto import groups as tls_groups
+
+from checks.protocols.ike_suites import (
+    AES_CBC_KEY_BITS,
+    IKEV1_HASH,
+    IKEV2_INTEGRITY,
+    IKEV2_PRF,
+    MODP_GROUP_NAMES,
+    IkeOffer,
+    Ikev1Suite,
+    Ikev2Suite,
+)
 
 Address = tuple[str, int]
 
@@ -72,22 +83,19 @@ PROPOSAL_MORE, TRANSFORM_MORE = 2, 3
 PROTOCOL_IKE = 1
 ENCR, PRF, INTEG, DH = 1, 2, 3, 4
 ENCR_AES_CBC = 12
-PRF_HMAC_SHA1, PRF_HMAC_SHA2_256 = 2, 5
-AUTH_HMAC_SHA1_96, AUTH_HMAC_SHA2_256_128 = 2, 12
 KEY_LENGTH_ATTRIBUTE = 0x800E  # attribute 14 in TV format
 NO_PROPOSAL_CHOSEN, INVALID_KE_PAYLOAD = 14, 17
 NAT_DETECTION_SOURCE_IP, NAT_DETECTION_DESTINATION_IP, COOKIE = 16388, 16389, 16390
 ERROR_NOTIFY_LIMIT = 16384  # notify types below it are errors (RFC 7296 §3.10.1)
 COOKIE_MAX_BYTES = 64
 NONCE_MIN_BYTES, NONCE_MAX_BYTES = 16, 256
-NONCE_BYTES = 32  # at least half the PRF's key size (RFC 7296 §2.10): SHA-256 needs 16
+NONCE_BYTES = 32  # at least half the PRF's key size (RFC 7296 §2.10): SHA-384 needs 24
 
 # IKEv1 numbers (RFC 2408, RFC 2409).
 IKEV1_IDENTITY_PROTECTION, IKEV1_INFORMATIONAL = 2, 5
 IKEV1_PAYLOAD_SA, IKEV1_PAYLOAD_NOTIFICATION = 1, 11
 IKEV1_FLAG_ENCRYPTION = 0x01
 DOI_IPSEC, SITUATION_IDENTITY_ONLY = 1, 1
-PHASE1_LIFETIME_SECONDS = 28_800  # Azure's phase 1 lifetime
 
 
 @dataclass(frozen=True)
@@ -107,7 +115,8 @@ class ModpGroup:
 
 
 # The same primes serve TLS and IKE (RFC 2409 §6.2, RFC 3526 §3); scapy keeps them with TLS.
-MODP_GROUPS = {2: ModpGroup(2, modp1024.m), 14: ModpGroup(14, modp2048.m)}
+MODP_GROUPS = {number: ModpGroup(number, getattr(tls_groups, prime).m)
+               for number, (prime, _) in MODP_GROUP_NAMES.items()}
 
 
 @dataclass(frozen=True)
@@ -120,21 +129,20 @@ class Proposal:
     integrity: int
     dh_group: int
 
+    @classmethod
+    def of(cls, number: int, suite: Ikev2Suite) -> Proposal:
+        return cls(number, AES_CBC_KEY_BITS[suite.encryption], IKEV2_PRF[suite.prf],
+                   IKEV2_INTEGRITY[suite.integrity], suite.dh_group)
+
     def describe(self) -> str:
         return "/".join((f"AES-CBC-{self.aes_key_bits}", IKEv2TransformAlgorithms[PRF][self.prf],
                          IKEv2TransformAlgorithms[INTEG][self.integrity],
                          IKEv2TransformAlgorithms[DH][self.dh_group]))
 
 
-# Azure's default phase 1 suites (vpn-gateway-about-vpn-devices.md) with its default DH group 2
-# first, then group 14 for gateways with a custom policy that dropped group 2.
-OFFERED_PROPOSALS = (
-    Proposal(1, 256, PRF_HMAC_SHA2_256, AUTH_HMAC_SHA2_256_128, 2),
-    Proposal(2, 256, PRF_HMAC_SHA1, AUTH_HMAC_SHA1_96, 2),
-    Proposal(3, 128, PRF_HMAC_SHA1, AUTH_HMAC_SHA1_96, 2),
-    Proposal(4, 256, PRF_HMAC_SHA2_256, AUTH_HMAC_SHA2_256_128, 14),
-)
-OFFERED_GROUPS = tuple(dict.fromkeys(p.dh_group for p in OFFERED_PROPOSALS))
+def offered_proposals(offer: IkeOffer) -> tuple[Proposal, ...]:
+    """The offer's IKEv2 suites as numbered proposals, in its order (RFC 7296 §3.3.1: numbered from 1)."""
+    return tuple(Proposal.of(number, suite) for number, suite in enumerate(offer.ikev2, start=1))
 
 
 class IkeParseError(ValueError):
@@ -205,6 +213,7 @@ class IkeSaInit:
     local: Address
     remote: Address
     natt: bool
+    offer: IkeOffer
     dh_group: int
     public_value: bytes
     nonce: bytes
@@ -212,11 +221,14 @@ class IkeSaInit:
     datagram: bytes  # what goes into the UDP payload (with the non-ESP marker on NAT-T)
 
     @classmethod
-    def build(cls, local: Address, remote: Address, *, natt: bool, dh_group: int = OFFERED_GROUPS[0],
+    def build(cls, local: Address, remote: Address, *, natt: bool, offer: IkeOffer, dh_group: int | None = None,
               cookie: bytes | None = None, spi: bytes | None = None, public_value: bytes | None = None,
               nonce: bytes | None = None) -> IkeSaInit:
-        if dh_group not in OFFERED_GROUPS:
-            raise ValueError(f"DH group {dh_group} is not among the offered {OFFERED_GROUPS}")
+        """The request; its KE is for `dh_group`, by default the offer's first."""
+        if dh_group is None:
+            dh_group = offer.ikev2_groups[0]
+        if dh_group not in offer.ikev2_groups:
+            raise ValueError(f"DH group {dh_group} is not among the offered {offer.ikev2_groups}")
         spi = spi or _nonzero_random(SPI_BYTES)
         public_value = public_value or MODP_GROUPS[dh_group].public_value()
         nonce = nonce or os.urandom(NONCE_BYTES)
@@ -225,7 +237,7 @@ class IkeSaInit:
         if cookie is not None:  # RFC 7296 §2.6: the COOKIE notify comes first
             payloads.append(IKEv2_Notify(type=COOKIE, notify=cookie))
         payloads += [
-            IKEv2_SA(prop=_ikev2_proposals()),
+            IKEv2_SA(prop=_ikev2_proposals(offer)),
             IKEv2_KE(group=dh_group, ke=public_value),
             IKEv2_Nonce(nonce=nonce),
             IKEv2_Notify(type=NAT_DETECTION_SOURCE_IP, notify=nat_detection_hash(spi, no_spi, *local)),
@@ -233,23 +245,23 @@ class IkeSaInit:
         ]
         message = IKEv2(init_SPI=spi, resp_SPI=no_spi, exch_type=IKE_SA_INIT, flags=FLAG_INITIATOR, id=0)
         message = _chain(message, payloads)
-        return cls(spi, local, remote, natt, dh_group, public_value, nonce, cookie,
+        return cls(spi, local, remote, natt, offer, dh_group, public_value, nonce, cookie,
                    (NON_ESP_MARKER if natt else b"") + bytes(message))
 
     def with_cookie(self, cookie: bytes) -> IkeSaInit:
         """The same request with the responder's COOKIE first: RFC 7296 §2.6 wants all else unchanged
         (the cookie may cover our SPI, nonce and address)."""
-        return self.build(self.local, self.remote, natt=self.natt, dh_group=self.dh_group, cookie=cookie,
-                          spi=self.spi, public_value=self.public_value, nonce=self.nonce)
+        return self.build(self.local, self.remote, natt=self.natt, offer=self.offer, dh_group=self.dh_group,
+                          cookie=cookie, spi=self.spi, public_value=self.public_value, nonce=self.nonce)
 
     def with_group(self, dh_group: int) -> IkeSaInit:
         """The same request with a KE for the group an INVALID_KE_PAYLOAD asked for: RFC 7296 §2.6's
         example keeps SPI, nonce and any COOKIE (which may cover them) and changes the KE alone."""
-        return self.build(self.local, self.remote, natt=self.natt, dh_group=dh_group, cookie=self.cookie,
-                          spi=self.spi, nonce=self.nonce)
+        return self.build(self.local, self.remote, natt=self.natt, offer=self.offer, dh_group=dh_group,
+                          cookie=self.cookie, spi=self.spi, nonce=self.nonce)
 
     def parse_answer(self, datagram: bytes) -> IkeAnswer:
-        return parse_ikev2_answer(datagram, self.spi, natt=self.natt)
+        return parse_ikev2_answer(datagram, self.spi, natt=self.natt, offer=self.offer)
 
 
 @dataclass(frozen=True)
@@ -258,34 +270,44 @@ class MainModeRequest:
 
     spi: bytes  # the initiator cookie, IKEv1's SPI
     datagram: bytes
-    dh_group: int = 2  # every transform offers group 2
+    offer: IkeOffer
     cookie: None = None  # IKEv1 has no COOKIE notify
 
+    @property
+    def dh_group(self) -> int:
+        """The first (preferred) transform's group; Main Mode's KE comes only in the third message."""
+        return self.offer.ikev1[0].dh_group
+
     @classmethod
-    def build(cls, spi: bytes | None = None) -> MainModeRequest:
+    def build(cls, *, offer: IkeOffer, spi: bytes | None = None) -> MainModeRequest:
         spi = spi or _nonzero_random(SPI_BYTES)
         transforms = [
             ISAKMP_payload_Transform(
-                next_payload=TRANSFORM_MORE if number < len(IKEV1_TRANSFORMS) else PAYLOAD_NONE,
+                next_payload=TRANSFORM_MORE if number < len(offer.ikev1) else PAYLOAD_NONE,
                 transform_count=number, transform_id=1,
-                transforms=[("Encryption", "AES-CBC"), ("KeyLength", bits), ("Hash", hash_name),
-                            ("Authentication", "PSK"), ("GroupDesc", "1024MODPgr"),
-                            ("LifeType", "Seconds"), ("LifeDuration", PHASE1_LIFETIME_SECONDS)])
-            for number, (bits, hash_name) in enumerate(IKEV1_TRANSFORMS, start=1)
+                transforms=[(name, value) for name, value in zip(_IKEV1_ATTRIBUTES, _ikev1_transform(suite))]
+                + [("LifeType", "Seconds"), ("LifeDuration", offer.lifetime_seconds)])
+            for number, suite in enumerate(offer.ikev1, start=1)
         ]
         proposal = ISAKMP_payload_Proposal(proposal=1, proto=PROTOCOL_IKE, trans_nb=len(transforms),
                                            trans=_stack(transforms))
         message = ISAKMP(init_cookie=spi, resp_cookie=bytes(SPI_BYTES), next_payload=IKEV1_PAYLOAD_SA,
                          exch_type=IKEV1_IDENTITY_PROTECTION) / ISAKMP_payload_SA(
             next_payload=PAYLOAD_NONE, doi=DOI_IPSEC, situation=SITUATION_IDENTITY_ONLY, prop=proposal)
-        return cls(spi, bytes(message))
+        return cls(spi, bytes(message), offer)
 
     def parse_answer(self, datagram: bytes) -> IkeAnswer:
-        return parse_ikev1_answer(datagram, self.spi)
+        return parse_ikev1_answer(datagram, self.spi, offer=self.offer)
 
 
-# (AES key bits, hash) with PSK and group 2: Azure's IKEv1 defaults, strongest first.
-IKEV1_TRANSFORMS = ((256, "SHA2-256"), (256, "SHA"), (128, "SHA"))
+# The attributes that tell a Main Mode transform apart, as scapy names them; a chosen one is read back by them.
+_IKEV1_ATTRIBUTES = ("Encryption", "KeyLength", "Hash", "Authentication", "GroupDesc")
+
+
+def _ikev1_transform(suite: Ikev1Suite) -> tuple[object, ...]:
+    """The values of _IKEV1_ATTRIBUTES for one suite: AES-CBC, pre-shared key."""
+    return ("AES-CBC", AES_CBC_KEY_BITS[suite.encryption], IKEV1_HASH[suite.hash], "PSK",
+            MODP_GROUP_NAMES[suite.dh_group][1])
 
 
 def _nonzero_random(size: int) -> bytes:
@@ -295,9 +317,9 @@ def _nonzero_random(size: int) -> bytes:
             return value
 
 
-def _ikev2_proposals() -> IKEv2_Proposal:
+def _ikev2_proposals(offer: IkeOffer) -> IKEv2_Proposal:
     proposals = []
-    for proposal in OFFERED_PROPOSALS:
+    for proposal in offered_proposals(offer):
         transforms = [
             IKEv2_Transform(transform_type=ENCR, transform_id=ENCR_AES_CBC, length=12,
                             key_length=proposal.aes_key_bits),
@@ -390,8 +412,8 @@ def _dissect(cls, payload: RawPayload):
 # IKEv2 answers
 
 
-def parse_ikev2_answer(datagram: bytes, spi: bytes, *, natt: bool) -> IkeAnswer:
-    """An answer to our IKE_SA_INIT with initiator SPI `spi`, checked strictly."""
+def parse_ikev2_answer(datagram: bytes, spi: bytes, *, natt: bool, offer: IkeOffer) -> IkeAnswer:
+    """An answer to our IKE_SA_INIT with initiator SPI `spi` offering `offer`, checked strictly."""
     message = _header(datagram, natt)
     spi_i, spi_r, first, version, exchange, flags, message_id = struct.unpack_from("!8s8sBBBBI", message)
     if version >> 4 != 2:
@@ -418,7 +440,7 @@ def parse_ikev2_answer(datagram: bytes, spi: bytes, *, natt: bool) -> IkeAnswer:
         if not 1 <= len(cookie) <= COOKIE_MAX_BYTES:
             raise IkeParseError(f"COOKIE of {len(cookie)} bytes (1 to {COOKIE_MAX_BYTES} allowed)")
         return IkeAnswer(2, AnswerKind.NOTIFY, spi_r, COOKIE, "COOKIE", cookie=cookie)
-    return _ike_sa_init_response(spi_r, payloads, notifies)
+    return _ike_sa_init_response(spi_r, payloads, notifies, offer)
 
 
 # Payload types an IKE_SA_INIT response may carry; others break the exchange (RFC 7296 §1.2).
@@ -455,7 +477,8 @@ def _error_answer(spi_r: bytes, notify: IKEv2_Notify) -> IkeAnswer:
                      requested_group=requested)
 
 
-def _ike_sa_init_response(spi_r: bytes, payloads: list[RawPayload], notifies: list[IKEv2_Notify]) -> IkeAnswer:
+def _ike_sa_init_response(spi_r: bytes, payloads: list[RawPayload], notifies: list[IKEv2_Notify],
+                          offer: IkeOffer) -> IkeAnswer:
     if not any(spi_r):
         raise IkeParseError("an IKE_SA_INIT response with a zero responder SPI")
     kinds = [p.kind for p in payloads]
@@ -465,7 +488,7 @@ def _ike_sa_init_response(spi_r: bytes, payloads: list[RawPayload], notifies: li
     for p in payloads:
         if p.kind not in _IKE_SA_INIT_PAYLOADS and p.kind in _KNOWN_IKEV2_PAYLOADS:
             raise IkeParseError(f"payload type {p.kind} has no place in an IKE_SA_INIT response")
-    proposal = _chosen_proposal(next(p for p in payloads if p.kind == PAYLOAD_SA))
+    proposal = _chosen_proposal(next(p for p in payloads if p.kind == PAYLOAD_SA), offer)
     ke = _dissect(IKEv2_KE, next(p for p in payloads if p.kind == PAYLOAD_KE))
     if ke.group != proposal.dh_group:
         raise IkeParseError(f"KE for DH group {ke.group}, the chosen proposal has group {proposal.dh_group}")
@@ -483,7 +506,7 @@ def _ike_sa_init_response(spi_r: bytes, payloads: list[RawPayload], notifies: li
                      nat_detection_destination=destinations[0] if destinations else None)
 
 
-def _chosen_proposal(payload: RawPayload) -> Proposal:
+def _chosen_proposal(payload: RawPayload, offer: IkeOffer) -> Proposal:
     """The one proposal of a response's SA payload; it must be one we offered, unchanged."""
     sa = _dissect(IKEv2_SA, payload)
     proposals = _chain_of(sa.prop, IKEv2_Proposal, PROPOSAL_MORE, len(payload.data) - 4, MAX_PROPOSALS, "proposal")
@@ -509,7 +532,7 @@ def _chosen_proposal(payload: RawPayload) -> Proposal:
         elif transform.length != 8:
             raise IkeParseError(f"transform of {transform.length} bytes")
         chosen[transform.transform_type] = (transform.transform_id, key_bits)
-    offered = {p.number: p for p in OFFERED_PROPOSALS}.get(proposal.proposal)
+    offered = {p.number: p for p in offered_proposals(offer)}.get(proposal.proposal)
     if offered is None or chosen != {ENCR: (ENCR_AES_CBC, offered.aes_key_bits), PRF: (offered.prf, None),
                                      INTEG: (offered.integrity, None), DH: (offered.dh_group, None)}:
         raise IkeParseError(f"the chosen proposal {proposal.proposal} ({chosen}) is not one we offered")
@@ -579,8 +602,8 @@ def _ikev1_header(datagram: bytes, cookie: bytes | None) -> tuple[bytes, bytes, 
     return message, cookie_r, first, exchange, cookie_i
 
 
-def parse_ikev1_answer(datagram: bytes, cookie: bytes) -> IkeAnswer:
-    """An answer to our Main Mode first message: the second one, or a notification."""
+def parse_ikev1_answer(datagram: bytes, cookie: bytes, *, offer: IkeOffer) -> IkeAnswer:
+    """An answer to our Main Mode first message offering `offer`: the second one, or a notification."""
     message, cookie_r, first, exchange, _ = _ikev1_header(datagram, cookie)
     payloads = list(_walk(message, first, version=1))
     kinds = [p.kind for p in payloads]
@@ -599,10 +622,11 @@ def parse_ikev1_answer(datagram: bytes, cookie: bytes) -> IkeAnswer:
         raise IkeParseError(f"a Main Mode answer must start with its one SA payload, it has {kinds}")
     if not any(cookie_r):
         raise IkeParseError("a Main Mode answer with a zero responder cookie")
-    return IkeAnswer(1, AnswerKind.MAIN_MODE_RESPONSE, cookie_r, chosen_proposal=_chosen_transform(payloads[0]))
+    return IkeAnswer(1, AnswerKind.MAIN_MODE_RESPONSE, cookie_r,
+                     chosen_proposal=_chosen_transform(payloads[0], offer))
 
 
-def _chosen_transform(payload: RawPayload) -> str:
+def _chosen_transform(payload: RawPayload, offer: IkeOffer) -> str:
     """The one transform of a Main Mode answer's SA; it must be one we offered."""
     data = payload.data
     # Framing first (SA: 12 bytes; proposal: 8 + SPI; transform: 8 + attributes): scapy warns on bad lengths.
@@ -617,9 +641,8 @@ def _chosen_transform(payload: RawPayload) -> str:
     sa = _dissect(ISAKMP_payload_SA, payload)
     if sa.doi != DOI_IPSEC or not isinstance(sa.prop, ISAKMP_payload_Proposal) or sa.prop.proto != PROTOCOL_IKE:
         raise IkeParseError(f"SA for DOI {sa.doi}, not an ISAKMP proposal for IPsec")
-    key = tuple(attributes.get(a) for a in ("Encryption", "KeyLength", "Hash", "Authentication", "GroupDesc"))
-    offered = {("AES-CBC", bits, hash_name, "PSK", "1024MODPgr") for bits, hash_name in IKEV1_TRANSFORMS}
-    if key not in offered:
+    key = tuple(attributes.get(a) for a in _IKEV1_ATTRIBUTES)
+    if key not in {_ikev1_transform(suite) for suite in offer.ikev1}:
         raise IkeParseError(f"the chosen transform {attributes} is not one we offered")
     return f"AES-CBC-{key[1]}/{key[2]}/PSK/{key[4]}"
 

@@ -28,9 +28,11 @@ class IcmpError:
     info: int  # the next-hop MTU for "fragmentation needed" and for a local EMSGSIZE
     offender: str | None  # who sent the ICMP error
     quoted: bytes  # the start of our packet that the error refers to (payload, no IP header)
+    # Where that packet was going (msg_name): on an unconnected socket, which of our flows was refused.
+    destination: tuple[str, int] | None = None
 
     @classmethod
-    def parse(cls, control: bytes, quoted: bytes) -> IcmpError:
+    def parse(cls, control: bytes, quoted: bytes, destination: tuple[str, int] | None = None) -> IcmpError:
         """ValueError when `control` is not a sock_extended_err."""
         if len(control) < 16:
             raise ValueError(f"sock_extended_err needs 16 bytes, got {len(control)}")
@@ -38,7 +40,7 @@ class IcmpError:
         offender = None
         if len(control) >= 24 and struct.unpack_from("=H", control, 16)[0] == socket.AF_INET:
             offender = socket.inet_ntoa(control[20:24])
-        return cls(err, origin, icmp_type, code, info, offender, quoted)
+        return cls(err, origin, icmp_type, code, info, offender, quoted, destination)
 
     @property
     def from_icmp(self) -> bool:
@@ -50,14 +52,15 @@ def read_error_queue(sock: socket.socket) -> list[IcmpError]:
     errors = []
     while True:
         try:
-            quoted, ancillary, _flags, _address = sock.recvmsg(
+            quoted, ancillary, _flags, address = sock.recvmsg(
                 MAX_IPV4_PACKET, _ERRQUEUE_CONTROL_BYTES, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return errors
+        destination = address[:2] if isinstance(address, tuple) else None
         for level, kind, control in ancillary:
             if (level, kind) == (socket.IPPROTO_IP, IP_RECVERR):
                 try:
-                    errors.append(IcmpError.parse(control, quoted))
+                    errors.append(IcmpError.parse(control, quoted, destination))
                 except ValueError:
                     continue  # the kernel wrote something else: nothing to learn from it
 
@@ -66,16 +69,21 @@ def enable_error_queue(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
 
 
-def send_once_more_on_error(sock: socket.socket, packet: bytes) -> OSError | None:
-    """Send on a connected socket; the error if it could not be sent.
+def send_once_more_on_error(sock: socket.socket, packet: bytes,
+                            destination: tuple[str, int] | None = None) -> OSError | None:
+    """Send to `destination`, or to the connected peer without one; the error if it could not be sent.
 
     An ICMP error that arrived earlier fails the next send once (the kernel reports it there
-    and clears it), so a failed send is tried again before its error counts.
+    and clears it; with IP_RECVERR on an unconnected socket too, whatever destination it was
+    about), so a failed send is tried again before its error counts.
     """
     error = None
     for _ in range(2):
         try:
-            sock.send(packet)
+            if destination is None:
+                sock.send(packet)
+            else:
+                sock.sendto(packet, destination)
             return None
         except OSError as exc:
             error = exc

@@ -2,37 +2,49 @@
 
 One unconnected socket serves every transaction of a test, so that all of them share one
 NAT mapping and answers from any address are seen (and checked against the address they
-should come from). Answers are routed to their transaction by transaction ID.
+should come from). Answers are routed to their transaction by transaction ID, ICMP errors to
+every transaction sent where the refused datagram went. The transactions run on the UDP
+probes' one engine (checks.transport.udp_probe): its retransmission schedule, its reading of
+ICMP errors (a closed port is `port_unreachable` at once, not silence) and its rule that
+silence needs one RTO after a send.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from checks.contract import Reason
 from checks.protocols import stun
 from checks.transport.addressing import AddressClass, classify
-from checks.contract import Reason
-from checks.transport.udp_probe import unproven_silence
+from checks.transport.icmp_errors import IcmpError
+from checks.transport.udp_probe import (
+    BACKOFF,
+    Address,
+    INITIAL_RTO_SECONDS,
+    Datagram,
+    Deadline,
+    Event,
+    IcmpReport,
+    InvalidAnswer,
+    UdpResult,
+    UdpSocket,
+)
 
-# RFC 8489 §6.2.1: initial RTO of 500 ms, doubled on each retransmission.
-INITIAL_RTO_SECONDS = 0.5
 # A cached RTO (3x a measured RTT, RFC 6298 on one sample) is floored so that a sub-millisecond
 # lab RTT does not turn retransmission into a flood.
 RTO_FLOOR_SECONDS = 0.1
-_RECEIVE_BYTES = 65535  # read whole datagrams; the parser rejects anything over its bound
 # `xcheck responder` never answers with more bytes than it received (no amplification): every
 # request is as large as its largest answer, so that it is answered (the socket is IPv4).
 REQUEST_BYTES = stun.largest_binding_answer_bytes(4)
 # No host is reached at, or seen from, these: a server that names one is lying or broken. 240/4
 # (RESERVED) holds the limited broadcast address 255.255.255.255.
 _NOT_A_HOST = frozenset({AddressClass.UNSPECIFIED, AddressClass.MULTICAST, AddressClass.RESERVED})
-
-Address = tuple[str, int]
 
 
 class AnswerKind(enum.StrEnum):
@@ -41,6 +53,8 @@ class AnswerKind(enum.StrEnum):
     INVALID_RESPONSE = "invalid_response"  # only answers that break the protocol came back
     NO_RESPONSE = "no_response"  # silence until the deadline, at least one RTO after the first send
     TIMEOUT = "timeout"  # the deadline came before a send, or less than one RTO after the first: nothing proven
+    PORT_UNREACHABLE = "port_unreachable"  # ICMP port unreachable: the host is there, nothing listens
+    PROHIBITED = "prohibited"  # ICMP administratively prohibited or another unreachable (icmp says who)
     NETWORK_ERROR = "network_error"  # the local stack refused to send
     RESOLVE_FAILED = "resolve_failed"  # never sent: the server's name did not resolve
 
@@ -49,6 +63,8 @@ class AnswerKind(enum.StrEnum):
 REASONS = {
     AnswerKind.NO_RESPONSE: Reason.NO_RESPONSE,
     AnswerKind.TIMEOUT: Reason.TIMEOUT,
+    AnswerKind.PORT_UNREACHABLE: Reason.PORT_UNREACHABLE,
+    AnswerKind.PROHIBITED: Reason.PROHIBITED,
     AnswerKind.NETWORK_ERROR: Reason.NETWORK_ERROR,
     AnswerKind.INVALID_RESPONSE: Reason.INVALID_RESPONSE,
     AnswerKind.ERROR_RESPONSE: Reason.INVALID_RESPONSE,
@@ -65,22 +81,13 @@ class BindingAnswer:
     message: stun.StunMessage | None = None
     source: Address | None = None
     rtt_seconds: float | None = None  # only from a transaction answered on its first send (Karn)
+    icmp: IcmpReport | None = None  # the ICMP error that refused the requests (PORT_UNREACHABLE, PROHIBITED)
 
     @property
     def mapped(self) -> stun.TransportAddress | None:
         if self.message is None:
             return None
         return self.message.xor_mapped_address or self.message.mapped_address
-
-
-class Deadline:
-    """A point on the clock that may be brought forward while transactions wait for it."""
-
-    def __init__(self, at: float) -> None:
-        self.at = at
-
-    def bring_forward(self, at: float) -> None:
-        self.at = min(self.at, at)
 
 
 def unusable_address(address: stun.TransportAddress) -> str | None:
@@ -110,58 +117,39 @@ def cached_rto(rtt_seconds: float | None) -> float:
     return max(RTO_FLOOR_SECONDS, 3 * rtt_seconds)
 
 
-class StunClient:
+class StunClient(UdpSocket):
     def __init__(self, sock: socket.socket, clock: Callable[[], float]) -> None:
-        self._sock = sock
-        self._clock = clock
-        self._loop = asyncio.get_running_loop()
-        self._pending: dict[bytes, asyncio.Queue[tuple[bytes, Address]]] = {}
+        # Each open transaction: where its requests go, and what arrives for it.
+        self._pending: dict[bytes, tuple[Address, asyncio.Queue[Event]]] = {}
         self.unsolicited = 0  # datagrams matching no open transaction (late duplicates, junk)
         self._unsolicited_from: dict[Address, int] = {}
-        self._loop.add_reader(sock.fileno(), self._on_readable)
+        super().__init__(sock, clock)
 
     @classmethod
     def open(cls, clock: Callable[[], float] = time.monotonic) -> StunClient:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            sock.setblocking(False)
-            sock.bind(("0.0.0.0", 0))
-            return cls(sock, clock)
-        except BaseException:
-            sock.close()
-            raise
+        return cls._open(lambda sock: sock.bind(("0.0.0.0", 0)), lambda sock: cls(sock, clock))
 
     @property
     def local_port(self) -> int:
         return self._sock.getsockname()[1]
 
-    def close(self) -> None:
-        self._loop.remove_reader(self._sock.fileno())
-        self._sock.close()
-
-    def __enter__(self) -> StunClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def _on_readable(self) -> None:
-        while True:
-            try:
-                data, source = self._sock.recvfrom(_RECEIVE_BYTES)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                # An asynchronous error (e.g. a queued ICMP report); the transaction sees silence.
-                return
-            # Route by the transaction ID's place alone, so that a malformed answer to our
-            # request is judged (and reported) by its transaction instead of passing for silence.
-            queue = self._pending.get(bytes(data[8:20])) if len(data) >= stun.HEADER_LENGTH else None
-            if queue is None:
-                self.unsolicited += 1
-                self._unsolicited_from[source] = self._unsolicited_from.get(source, 0) + 1
-                continue
-            queue.put_nowait((data, source))
+    def _deliver(self, event: Event) -> None:
+        if isinstance(event, IcmpError):
+            # The error names where the refused datagram went; which transaction sent it, its quote
+            # may not say (RFC 792 quotes only 8 bytes), and a refusal there is true for each of them.
+            for server, events in self._pending.values():
+                if server == event.destination:
+                    events.put_nowait(event)
+            return
+        # Route by the transaction ID's place alone, so that a malformed answer to our
+        # request is judged (and reported) by its transaction instead of passing for silence.
+        payload, source = event
+        pending = self._pending.get(bytes(payload[8:20])) if len(payload) >= stun.HEADER_LENGTH else None
+        if pending is None:
+            self.unsolicited += 1
+            self._unsolicited_from[source] = self._unsolicited_from.get(source, 0) + 1
+            return
+        pending[1].put_nowait(event)
 
     async def binding(
         self,
@@ -169,70 +157,43 @@ class StunClient:
         *,
         deadline: Deadline,
         rto: float = INITIAL_RTO_SECONDS,
-        backoff: float = 2.0,
+        backoff: float = BACKOFF,
         change_ip: bool = False,
         change_port: bool = False,
         expect_from: Address | None = None,
     ) -> BindingAnswer:
-        """One Binding transaction, retransmitted until a valid answer or the deadline.
+        """One Binding transaction, retransmitted until a valid answer, an ICMP error or the deadline.
 
         RFC 8489 §6.2.1: the RTO doubles (`backoff`) after each send. An answer that breaks
         the protocol is remembered but does not end the transaction (§6.3: discard, keep
         waiting); it is reported only if no valid answer follows. A deadline brought forward
         is seen at the next wake-up. Silence is NO_RESPONSE only after a request went out and
-        one RTO passed (checks.transport.udp_probe.unproven_silence); sooner, TIMEOUT.
+        one RTO passed; sooner, TIMEOUT (the engine's rule, checks.transport.udp_probe).
         """
         transaction_id = stun.new_transaction_id()
         request = stun.encode_binding_request(transaction_id, change_ip=change_ip, change_port=change_port,
                                               min_bytes=REQUEST_BYTES)
         expected_source = expect_from or server
-        answers: asyncio.Queue[tuple[bytes, Address]] = asyncio.Queue()
-        self._pending[transaction_id] = answers
-        first_rto, attempts, first_sent_at, sent_at, next_send = rto, 0, None, 0.0, self._clock()
-        first_invalid: BindingAnswer | None = None
+
+        def judge(datagram: Datagram) -> BindingAnswer:
+            answer = _validate_response(datagram.payload, datagram.source, server, expected_source, transaction_id)
+            if answer.kind is AnswerKind.INVALID_RESPONSE:
+                raise InvalidAnswer(answer.detail, answer)
+            return answer
+
+        events: asyncio.Queue[Event] = asyncio.Queue()
+        self._pending[transaction_id] = (server, events)
         try:
-            while True:
-                now = self._clock()
-                if now >= deadline.at:
-                    if answers.empty():
-                        break
-                    data, source = answers.get_nowait()  # arrived just as time ran out
-                else:
-                    if now >= next_send:
-                        try:
-                            self._sock.sendto(request, server)
-                            if attempts == 0:
-                                first_sent_at = now
-                            attempts, sent_at = attempts + 1, now
-                        except BlockingIOError:
-                            pass  # a full send buffer: nothing went out, the next send tries again
-                        except OSError as exc:
-                            return BindingAnswer(AnswerKind.NETWORK_ERROR, server, attempts,
-                                                 f"send failed: {exc.strerror or exc}")
-                        next_send = now + rto
-                        rto *= backoff
-                    try:
-                        async with asyncio.timeout(min(next_send, deadline.at) - now):
-                            data, source = await answers.get()
-                    except TimeoutError:
-                        continue
-                rtt = self._clock() - sent_at if attempts == 1 else None
-                answer = _validate_response(data, source, server, expected_source, transaction_id, attempts, rtt)
-                if answer.kind is not AnswerKind.INVALID_RESPONSE:
-                    return answer
-                first_invalid = first_invalid or answer
+            exchange = await self._exchange(request, server, events, judge, deadline=deadline, rto=rto, backoff=backoff)
         finally:
             del self._pending[transaction_id]
-        if first_invalid is not None:
-            return first_invalid
+        if exchange.answer is not None:  # answered, or only invalid answers came
+            return dataclasses.replace(exchange.answer, attempts=exchange.attempts, rtt_seconds=exchange.rtt_seconds)
         stray = self._unsolicited_from.get(expected_source, 0)
-        if stray and attempts:
-            detail = f"no valid answer to {attempts} requests; {stray} datagrams from there matched no request"
-            return BindingAnswer(AnswerKind.INVALID_RESPONSE, server, attempts, detail)
-        unproven = unproven_silence(first_sent_at, self._clock(), first_rto)
-        if unproven is not None:
-            return BindingAnswer(AnswerKind.TIMEOUT, server, attempts, unproven)
-        return BindingAnswer(AnswerKind.NO_RESPONSE, server, attempts, f"no answer to {attempts} requests")
+        if stray and exchange.attempts and exchange.result in (UdpResult.NO_RESPONSE, UdpResult.TIMEOUT):
+            detail = f"no valid answer to {exchange.attempts} requests; {stray} datagrams from there matched no request"
+            return BindingAnswer(AnswerKind.INVALID_RESPONSE, server, exchange.attempts, detail)
+        return BindingAnswer(AnswerKind(exchange.result), server, exchange.attempts, exchange.detail, icmp=exchange.icmp)
 
 
 def _validate_response(
@@ -241,13 +202,12 @@ def _validate_response(
     server: Address,
     expected_source: Address,
     transaction_id: bytes,
-    attempts: int,
-    rtt: float | None,
 ) -> BindingAnswer:
-    """Strict validation of an answer that carries our transaction ID (RFC 8489 §6.3)."""
+    """Strict validation of an answer that carries our transaction ID (RFC 8489 §6.3); the
+    engine fills in attempts and RTT."""
 
     def invalid(detail: str, message: stun.StunMessage | None = None) -> BindingAnswer:
-        return BindingAnswer(AnswerKind.INVALID_RESPONSE, server, attempts, detail, message, source, rtt)
+        return BindingAnswer(AnswerKind.INVALID_RESPONSE, server, 0, detail, message, source)
 
     try:
         message = stun.parse_message(data)
@@ -267,7 +227,7 @@ def _validate_response(
         return invalid(f"unknown comprehension-required attributes {types}", message)
     if message.message_class is stun.MessageClass.ERROR_RESPONSE:
         code, phrase = message.error_code or (0, "no ERROR-CODE attribute")
-        return BindingAnswer(AnswerKind.ERROR_RESPONSE, server, attempts, f"error {code} {phrase}".strip(), message, source, rtt)
+        return BindingAnswer(AnswerKind.ERROR_RESPONSE, server, 0, f"error {code} {phrase}".strip(), message, source)
     mapped = message.xor_mapped_address or message.mapped_address
     if mapped is None:
         return invalid("success response without XOR-MAPPED-ADDRESS or MAPPED-ADDRESS", message)
@@ -277,4 +237,4 @@ def _validate_response(
     if problem:
         field = "XOR-MAPPED-ADDRESS" if message.xor_mapped_address else "MAPPED-ADDRESS"
         return invalid(f"{field} {mapped} cannot be this host's address: {problem}", message)
-    return BindingAnswer(AnswerKind.ANSWERED, server, attempts, "", message, source, rtt)
+    return BindingAnswer(AnswerKind.ANSWERED, server, 0, "", message, source)

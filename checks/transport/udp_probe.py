@@ -1,4 +1,5 @@
-"""One UDP request/answer exchange that says why no answer came.
+"""UDP request/answer exchanges that say why no answer came: the one retransmission engine of
+every UDP probe (IKE here, STUN in stun_client.py).
 
 A UDP probe that only waits cannot tell a closed port from a filter from a lost packet:
 all three are silence. This one reads ICMP errors for its datagrams from the socket's
@@ -12,12 +13,16 @@ retransmission, or not at all: silence is reported as silence, never as "closed"
 silence only once a datagram went out and one RTO passed unanswered: a deadline that comes
 sooner (a loaded host spent the time before the first send) is a timeout, which proves nothing.
 
-The socket is connected to the target: the kernel then delivers only the target's
-datagrams and ICMP errors about our flow, and `local_address` is known before the first
-send (IKE hashes it into its request). No privilege is needed. What counts as the answer
-is the caller's `judge`: it returns the decoded answer, None for a datagram that is not
-meant for this request, or raises `InvalidAnswer`; an invalid answer does not end the
-exchange (a valid one may follow) but is reported if nothing better comes.
+`UdpSocket` runs the exchanges; a subclass says which open exchange each datagram and ICMP
+error belongs to. `UdpProbe` is connected to one target, for one exchange at a time: the kernel
+then delivers only the target's datagrams and ICMP errors about our flow, and `local_address`
+is known before the first send (IKE hashes it into its request). `StunClient` keeps one
+unconnected socket for many transactions (one NAT mapping, answers from any address seen):
+there the kernel names, with each ICMP error, the destination of the datagram it refused.
+No privilege is needed. What counts as the answer is the caller's `judge`: it returns the
+decoded answer, None for a datagram that is not meant for this request, or raises
+`InvalidAnswer`; an invalid answer does not end the exchange (a valid one may follow) but is
+reported if nothing better comes.
 """
 
 from __future__ import annotations
@@ -28,10 +33,18 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from checks.contract import Reason
-from checks.transport.icmp_errors import IcmpError, enable_error_queue, read_error_queue, send_once_more_on_error
+from checks.transport.icmp_errors import (
+    ICMP_DEST_UNREACH,
+    ICMP_FRAG_NEEDED,
+    ICMP_PORT_UNREACH,
+    IcmpError,
+    enable_error_queue,
+    read_error_queue,
+    send_once_more_on_error,
+)
 
 # RFC 8489 §6.2.1 (and RFC 7296 §2.1's advice to back off): first retransmission after
 # 0.5 s, then 1 s, 2 s, ... so that a lost datagram is resent early without flooding.
@@ -39,9 +52,6 @@ INITIAL_RTO_SECONDS = 0.5
 BACKOFF = 2.0
 _RECEIVE_BYTES = 65535  # whole datagrams; the judge bounds what it accepts
 
-ICMP_DEST_UNREACH = 3
-ICMP_FRAG_NEEDED = 4  # a code of DEST_UNREACH: the kernel's PMTU business, not a refusal
-ICMP_PORT_UNREACH = 3
 _UNREACHABLE_CODES = {0: "network unreachable", 1: "host unreachable", 2: "protocol unreachable",
                       3: "port unreachable", 9: "network administratively prohibited",
                       10: "host administratively prohibited", 13: "communication administratively prohibited"}
@@ -49,6 +59,7 @@ ICMP_TIME_EXCEEDED = 11
 
 Address = tuple[str, int]
 T = TypeVar("T")
+S = TypeVar("S", bound="UdpSocket")
 
 
 class UdpResult(enum.StrEnum):
@@ -77,7 +88,14 @@ REASONS: dict[UdpResult, Reason] = {
 
 
 class InvalidAnswer(ValueError):
-    """Raised by a judge: the datagram answers our request but breaks the protocol (the message says how)."""
+    """Raised by a judge: the datagram answers our request but breaks the protocol (the message says how).
+
+    `answer` is what the judge made of it, kept as the exchange's answer if nothing better comes.
+    """
+
+    def __init__(self, detail: str, answer: object = None) -> None:
+        super().__init__(detail)
+        self.answer = answer
 
 
 @dataclass(frozen=True)
@@ -100,9 +118,28 @@ class UdpExchange(Generic[T]):
     target: Address
     attempts: int  # datagrams sent
     detail: str
-    answer: T | None = None
-    rtt_seconds: float | None = None  # only when answered on the first send (Karn: retransmissions blur it)
+    answer: T | None = None  # the accepted answer; for INVALID_RESPONSE, the first invalid one's `InvalidAnswer.answer`
+    rtt_seconds: float | None = None  # of that answer, only when it came before a second send (Karn)
     icmp: IcmpReport | None = None
+
+
+class Datagram(NamedTuple):
+    payload: bytes
+    source: Address
+
+
+Event = Datagram | IcmpError
+Judge = Callable[[bytes], T | None]
+
+
+class Deadline:
+    """A point on the clock that may be brought forward while exchanges wait for it."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def bring_forward(self, at: float) -> None:
+        self.at = min(self.at, at)
 
 
 def classify_icmp(error: IcmpError) -> tuple[UdpResult, IcmpReport] | None:
@@ -121,9 +158,6 @@ def classify_icmp(error: IcmpError) -> tuple[UdpResult, IcmpReport] | None:
     return result, IcmpReport(error.icmp_type, error.icmp_code, error.offender, description)
 
 
-Judge = Callable[[bytes], T | None]
-
-
 def unproven_silence(first_sent_at: float | None, ended_at: float, rto: float) -> str | None:
     """Why no answer until `ended_at` proves nothing, or None when it is silence: a datagram went
     out at `first_sent_at` and at least one RTO (RFC 8489's "no answer yet, resend") passed since."""
@@ -136,27 +170,123 @@ def unproven_silence(first_sent_at: float | None, ended_at: float, rto: float) -
     return None
 
 
-class UdpProbe:
-    """A connected, non-blocking UDP socket toward one target, for one exchange at a time."""
+class UdpSocket:
+    """A non-blocking IPv4 UDP socket that reads its ICMP errors, and the engine that runs exchanges on it.
+
+    A subclass routes what arrives (`_deliver`) to the event queue of the exchange it belongs to.
+    """
+
+    def __init__(self, sock: socket.socket, clock: Callable[[], float]) -> None:
+        enable_error_queue(sock)  # without it an unconnected socket hears of no ICMP error at all
+        self._sock, self._clock = sock, clock
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock.fileno(), self._on_readable)
+
+    @classmethod
+    def _open(cls: type[S], prepare: Callable[[socket.socket], None], make: Callable[[socket.socket], S]) -> S:
+        """`make` over a new socket once `prepare` (bind or connect) succeeded; the socket is closed if not."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            prepare(sock)
+            return make(sock)
+        except BaseException:
+            sock.close()
+            raise
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+
+    def __enter__(self: S) -> S:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _deliver(self, event: Event) -> None:
+        raise NotImplementedError
+
+    def _on_readable(self) -> None:
+        # Errors first: reading the queue also clears the pending socket error, which would
+        # otherwise fail the next recvfrom() (and send) once.
+        for error in read_error_queue(self._sock):
+            self._deliver(error)
+        while True:
+            try:
+                payload, source = self._sock.recvfrom(_RECEIVE_BYTES)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue  # a socket error raced the queue read; the queue holds its details
+            self._deliver(Datagram(payload, source[:2]))
+
+    async def _exchange(self, request: bytes, target: Address, events: asyncio.Queue[Event],
+                        judge: Callable[[Datagram], T | None], *, deadline: Deadline, rto: float,
+                        backoff: float) -> UdpExchange[T]:
+        """Send `request` to `target` until `judge` accepts an answer from `events`, an ICMP error
+        among them refuses it, or `deadline` (on the clock; brought forward, it is seen at the
+        next wake-up). The same bytes are resent each time, as IKE and STUN retransmit."""
+        first_rto, attempts, first_sent_at, sent_at, next_send = rto, 0, None, 0.0, self._clock()
+        first_invalid: tuple[InvalidAnswer, float | None] | None = None
+        while True:
+            now = self._clock()
+            if now >= deadline.at:
+                if events.empty():
+                    break
+                event = events.get_nowait()  # arrived just as time ran out
+            else:
+                if now >= next_send:
+                    error = send_once_more_on_error(self._sock, request, target)
+                    if error is None:
+                        if attempts == 0:
+                            first_sent_at = now
+                        attempts, sent_at = attempts + 1, now
+                    elif not isinstance(error, BlockingIOError):  # a full send buffer: the next send tries again
+                        return UdpExchange(UdpResult.NETWORK_ERROR, target, attempts,
+                                           f"send failed: {error.strerror or error}")
+                    next_send = now + rto
+                    rto *= backoff
+                try:
+                    async with asyncio.timeout(min(next_send, deadline.at) - now):
+                        event = await events.get()
+                except TimeoutError:
+                    continue
+            if isinstance(event, IcmpError):
+                refusal = classify_icmp(event)
+                if refusal is not None:
+                    result, report = refusal
+                    return UdpExchange(result, target, attempts, _icmp_detail(report), icmp=report)
+                continue
+            rtt = self._clock() - sent_at if attempts == 1 else None
+            try:
+                answer = judge(event)
+            except InvalidAnswer as exc:
+                first_invalid = first_invalid or (exc, rtt)
+                continue
+            if answer is not None:
+                return UdpExchange(UdpResult.ANSWERED, target, attempts, "", answer, rtt)
+        if first_invalid is not None:
+            invalid, rtt = first_invalid
+            return UdpExchange(UdpResult.INVALID_RESPONSE, target, attempts, str(invalid), invalid.answer, rtt)
+        unproven = unproven_silence(first_sent_at, self._clock(), first_rto)
+        if unproven is not None:
+            return UdpExchange(UdpResult.TIMEOUT, target, attempts, unproven)
+        return UdpExchange(UdpResult.NO_RESPONSE, target, attempts, f"no answer to {attempts} datagrams and no ICMP error")
+
+
+class UdpProbe(UdpSocket):
+    """A connected UDP socket toward one target, for one exchange at a time."""
 
     def __init__(self, sock: socket.socket, target: Address, clock: Callable[[], float]) -> None:
-        self._sock, self.target, self._clock = sock, target, clock
-        self._loop = asyncio.get_running_loop()
-        self._events: asyncio.Queue[bytes | IcmpError] | None = None
-        self._loop.add_reader(sock.fileno(), self._on_readable)
+        self.target = target
+        self._events: asyncio.Queue[Event] | None = None
+        super().__init__(sock, clock)
 
     @classmethod
     def open(cls, target: Address, clock: Callable[[], float] = time.monotonic) -> UdpProbe:
         """OSError when the local stack has no way toward `target` (connect() sends nothing)."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            sock.setblocking(False)
-            enable_error_queue(sock)
-            sock.connect(target)
-            return cls(sock, target, clock)
-        except BaseException:
-            sock.close()
-            raise
+        return cls._open(lambda sock: sock.connect(target), lambda sock: cls(sock, target, clock))
 
     @property
     def local_address(self) -> Address:
@@ -164,91 +294,22 @@ class UdpProbe:
         host, port = self._sock.getsockname()[:2]
         return host, port
 
-    def close(self) -> None:
-        self._loop.remove_reader(self._sock.fileno())
-        self._sock.close()
-
-    def __enter__(self) -> UdpProbe:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def _on_readable(self) -> None:
-        # Errors first: reading the queue also clears the pending socket error, which would
-        # otherwise fail the next recv() (and send()) once.
-        for error in read_error_queue(self._sock):
-            if self._events is not None:
-                self._events.put_nowait(error)
-        while True:
-            try:
-                data = self._sock.recv(_RECEIVE_BYTES)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                continue  # a socket error raced the queue read; the queue holds its details
-            if self._events is not None:
-                self._events.put_nowait(data)
+    def _deliver(self, event: Event) -> None:
+        if self._events is not None:  # else it is about an earlier request, or none
+            self._events.put_nowait(event)
 
     async def exchange(self, request: bytes, judge: Judge[T], *, deadline: float,
                        rto: float = INITIAL_RTO_SECONDS, backoff: float = BACKOFF) -> UdpExchange[T]:
-        """Send `request` until `judge` accepts an answer, an ICMP error refuses it, or `deadline` (on the clock).
-
-        The same bytes are resent each time, as IKE and STUN retransmit.
-        """
+        """Send `request` until `judge` accepts an answer, an ICMP error refuses it, or `deadline` (on the clock)."""
         if self._events is not None:
             raise RuntimeError("one exchange at a time on a UdpProbe")
         self._on_readable()  # drops what came before: answers and errors about earlier requests
         self._events = asyncio.Queue()
-        first_rto, attempts, first_sent_at, sent_at, next_send = rto, 0, None, 0.0, self._clock()
-        first_invalid: str | None = None
         try:
-            while True:
-                now = self._clock()
-                if now >= deadline:
-                    if self._events.empty():
-                        break
-                    event = self._events.get_nowait()  # arrived just as time ran out
-                else:
-                    if now >= next_send:
-                        error = send_once_more_on_error(self._sock, request)
-                        if error is None:
-                            if attempts == 0:
-                                first_sent_at = now
-                            attempts, sent_at = attempts + 1, now
-                        elif not isinstance(error, BlockingIOError):  # a full send buffer: the next send tries again
-                            return UdpExchange(UdpResult.NETWORK_ERROR, self.target, attempts,
-                                               f"send failed: {error.strerror or error}")
-                        next_send = now + rto
-                        rto *= backoff
-                    try:
-                        async with asyncio.timeout(min(next_send, deadline) - now):
-                            event = await self._events.get()
-                    except TimeoutError:
-                        continue
-                if isinstance(event, IcmpError):
-                    refusal = classify_icmp(event)
-                    if refusal is not None:
-                        result, report = refusal
-                        return UdpExchange(result, self.target, attempts, _icmp_detail(report), icmp=report)
-                    continue
-                try:
-                    answer = judge(event)
-                except InvalidAnswer as exc:
-                    first_invalid = first_invalid or str(exc)
-                    continue
-                if answer is not None:
-                    rtt = self._clock() - sent_at if attempts == 1 else None
-                    return UdpExchange(UdpResult.ANSWERED, self.target, attempts, "", answer, rtt)
+            return await self._exchange(request, self.target, self._events, lambda datagram: judge(datagram.payload),
+                                        deadline=Deadline(deadline), rto=rto, backoff=backoff)
         finally:
             self._events = None
-        if first_invalid is not None:
-            return UdpExchange(UdpResult.INVALID_RESPONSE, self.target, attempts, first_invalid)
-        unproven = unproven_silence(first_sent_at, self._clock(), first_rto)
-        if unproven is not None:
-            return UdpExchange(UdpResult.TIMEOUT, self.target, attempts, unproven)
-        return UdpExchange(UdpResult.NO_RESPONSE, self.target, attempts,
-                           f"no answer to {attempts} datagrams and no ICMP error")
 
 
 def _icmp_detail(report: IcmpReport) -> str:

@@ -1,6 +1,7 @@
 """Human renderings of a report: a terminal summary (rich) and Markdown for a ticket.
 
-Both are drawn from the same sections (`sections`), so they never say different things.
+Both are drawn from the same rows (`_fact_rows`, `_interface_rows`, `_check_rows`, `first_contact`),
+so they never say different things.
 """
 
 from __future__ import annotations

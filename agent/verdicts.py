@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import operator
 import re
 import tomllib
 from collections.abc import Mapping
@@ -25,8 +24,6 @@ VERDICTS = ("feasible", "conditional", "unknown", "infeasible")
 NOTE = "note"  # adds a reason, never changes the verdict
 DEFAULT_RULESET = "azure-current"
 RULESET_SCHEMA = 1  # the rule file format this engine reads (`schema = 1` at the top of each file)
-# The limits xcheck's own code reads (the path MTU probe's comparison); a rule may read others.
-LIMITS = ("max_packet_bytes", "mss_bytes")
 
 _OPERATORS = {
     "eq": lambda a, b: a == b,
@@ -100,12 +97,15 @@ def parse_ruleset(text: str, name: str) -> RuleSet:
         raise RuleSetError(f"{name}: unknown keys {sorted(unknown)} (known: {', '.join(_TOP_LEVEL)})")
     for table in _TABLES:
         if table not in data:
-            raise RuleSetError(f"{name}: no [{table}] table")
+            raise RuleSetError(f"{name}: no " + (f"[[{table}]] tables" if table in ("rules", "recommendation")
+                                                  else f"[{table}] table"))
     if data.get("name") != name:
         raise RuleSetError(f"{name}: name = {data.get('name')!r}, not the file's name {name!r}")
     if not isinstance(data.get("title"), str):
         raise RuleSetError(f"{name}: no title")
     sources = data["sources"]
+    if not isinstance(sources, Mapping) or not all(isinstance(citation, str) for citation in sources.values()):
+        raise RuleSetError(f"{name}: [sources] maps ids to citations")
     options = _options(name, data["options"])
     table_sources = {table: _table_source(name, table, data[table], sources) for table in ("limits", "ike")}
     limits = _limits(name, data["limits"])
@@ -131,9 +131,9 @@ def _options(name: str, options: Any) -> dict[str, Mapping[str, Any]]:
         if not isinstance(table, Mapping):
             raise RuleSetError(f"{name}: no [options.{option}] table")
         tiers = table.get("tiers")
-        if not isinstance(table.get("title"), str) or not isinstance(tiers, list) or not tiers or not all(
-                isinstance(tier, Mapping) and isinstance(tier.get("name"), str) and _is_number(tier.get("bits_per_second"))
-                for tier in tiers):
+        if not isinstance(table.get("title"), str) or not isinstance(tiers, list) or not tiers \
+                or not all(isinstance(tier, Mapping) and isinstance(tier.get("name"), str)
+                           and _is_number(tier.get("bits_per_second")) for tier in tiers):
             raise RuleSetError(f"{name}: [options.{option}] needs a title and tiers of {{name, bits_per_second}}")
     return dict(options)
 
@@ -148,9 +148,6 @@ def _table_source(name: str, table: str, data: Any, sources: Mapping[str, str]) 
 
 def _limits(name: str, table: Mapping[str, Any]) -> dict[str, float]:
     limits = {key: value for key, value in table.items() if key != "source"}
-    missing = set(LIMITS) - set(limits)
-    if missing:
-        raise RuleSetError(f"{name}: [limits] lacks {sorted(missing)}")
     for key, value in limits.items():
         if not _is_number(value):
             raise RuleSetError(f"{name}: [limits] {key} = {value!r} is not a number")
@@ -191,7 +188,7 @@ def _rules(name: str, raw_rules: Any, sources: Mapping[str, str], options: Mappi
 
 def _recommendation(name: str, entries: Any, paths: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...]:
     if not isinstance(entries, list) or not entries:
-        raise RuleSetError(f"{name}: [[recommendation]] holds no entry")
+        raise RuleSetError(f"{name}: recommendations are [[recommendation]] tables")
     for number, entry in enumerate(entries, start=1):
         if not isinstance(entry, Mapping) or set(entry) != {"when", "order"}:
             raise RuleSetError(f"{name}: recommendation {number}: an entry has exactly the keys when, order")
@@ -276,25 +273,18 @@ def _fact_paths() -> Mapping[str, Any]:
     def tree(node: Mapping[str, Any]) -> Any:
         if "$ref" in node:
             node = {**root["$defs"][node["$ref"].rsplit("/", 1)[1]], **{k: v for k, v in node.items() if k != "$ref"}}
-        parts = [tree(part) for part in node.get("allOf", [])] + [
-            {key: tree(child) for key, child in node["properties"].items()} if "properties" in node else _VALUE]
-        kinds = node.get("type", [])
-        if _OPEN in parts or node.get("additionalProperties", False) is not False:
+        if node.get("additionalProperties", False) is not False:
             return _OPEN
+        parts = [tree(part) for part in node.get("allOf", [])]
+        if "properties" in node:
+            parts.append({key: tree(child) for key, child in node["properties"].items()})
         tables = [part for part in parts if isinstance(part, dict)]
-        if tables:
-            return functools.reduce(operator.or_, tables)
-        return _OPEN if "object" in ([kinds] if isinstance(kinds, str) else kinds) else _VALUE
+        if tables and _OPEN not in parts:
+            return {key: child for table in tables for key, child in table.items()}
+        kinds = node.get("type", [])
+        return _OPEN if _OPEN in parts or "object" in ([kinds] if isinstance(kinds, str) else kinds) else _VALUE
 
-    facts = tree(root["properties"]["facts"])
-    for table, keys in _UNDECLARED_FACTS.items():
-        facts[table] = {**facts[table], **dict.fromkeys(keys, _VALUE)}
-    return facts
-
-
-# Facts agent/facts.py writes and the rules read, which the report schema does not declare yet.
-# TODO(lead): declare them in the schema's `facts`, then delete this.
-_UNDECLARED_FACTS = {"nat": ("local_address", "local_port"), "throughput": ("both_directions",)}
+    return tree(root["properties"]["facts"])
 
 
 def _requirement_names() -> list[str]:

@@ -20,6 +20,8 @@ import re
 import socket
 import threading
 import time
+import types
+import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -138,6 +140,29 @@ def evidence_dict(evidence: Any) -> Any:
     if isinstance(evidence, (list, tuple)):
         return [evidence_dict(item) for item in evidence]
     return evidence
+
+
+def evidence_from_dict(kind: Any, data: Any) -> Any:
+    """`evidence_dict` undone: a recorded report's evidence back into the check's typed evidence
+    (tests feed facts and verdicts from evidence real checks produced in the lab)."""
+    if data is None:
+        return None
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        return evidence_from_dict(options[0], data) if len(options) == 1 else data
+    if dataclasses.is_dataclass(kind):
+        hints = typing.get_type_hints(kind)
+        by_key = {f.metadata.get("key", f.name): f for f in dataclasses.fields(kind)}
+        return kind(**{by_key[key].name: evidence_from_dict(hints[by_key[key].name], value)
+                       for key, value in data.items() if key in by_key})
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return kind(data)
+    if origin is tuple:
+        return tuple(evidence_from_dict(args[0], item) for item in data)
+    if origin in (Mapping, dict) and len(args) == 2:
+        return {key: evidence_from_dict(args[1], value) for key, value in data.items()}
+    return data
 
 
 @dataclass(frozen=True)
@@ -468,6 +493,7 @@ class Check:
     summary: str  # one line, shown in the README's table of checks
     scope: Scope
     probe: Probe  # probes ctx.target, one target per call
+    evidence: type  # the frozen dataclass its Outcome carries
     depends_on: tuple[str, ...] = ()
     # True: the check succeeds only when every target does (each gateway matters); False: one is
     # enough (STUN servers stand in for each other).

@@ -1,47 +1,55 @@
-"""Run one check's probe and print its result as JSON: for lab tests, inside a namespace.
+"""Run one check over its targets and print its run as JSON: for lab tests, inside a namespace.
 
     python tests/run_probe.py CHECK [--gateway HOST]... [--timeout S] [--fingerprint HEX] [--proxy URL]
 
-The registry is not consulted, so a check can be tested before it is wired into `xcheck run`.
+CHECK is a name in the registry (the three IKE checks are rows there, not modules). The check
+runs as `xcheck run` runs it, through the runner: one target per gateway, each with its own
+deadline. The output is the run as the report shows it (`CheckRun.to_dict`): the check's
+summed-up status, reason and detail, and under "results" one entry per target with its evidence.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
-import logging
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from checks.contract import CheckContext, Resolver, Targets  # noqa: E402
+from agent.runner import run_checks  # noqa: E402
+from agent.verdicts import load_ruleset  # noqa: E402
+from checks.contract import CheckRun, Reason, Status, TargetResult, Targets, evidence_from_dict  # noqa: E402
+from checks.registry import CHECKS  # noqa: E402
+
+# What the IKE checks propose, as `xcheck run` takes it from its default rule set.
+RULESET = "azure-current"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("check", help="module name under checks/, e.g. ike_udp500")
+    parser.add_argument("check", choices=sorted(CHECKS), help="a check's name, e.g. ike_udp500")
     parser.add_argument("--gateway", action="append", default=[])
     parser.add_argument("--timeout", type=float, default=3.0)
     parser.add_argument("--fingerprint")
     parser.add_argument("--proxy")
     args = parser.parse_args()
-    module = importlib.import_module(f"checks.probes.{args.check}")
-    targets = Targets(gateways=tuple(args.gateway), gateway_fingerprint=args.fingerprint, proxy=args.proxy)
+    targets = Targets(gateways=tuple(args.gateway), gateway_fingerprint=args.fingerprint, proxy=args.proxy,
+                      ike_offer=load_ruleset(RULESET).ike_offer)
+    (run,) = asyncio.run(run_checks([CHECKS[args.check]], targets, args.timeout))
+    print(json.dumps(run.to_dict()))
 
-    async def run():
-        ctx = CheckContext(targets=targets, deadline=time.monotonic() + args.timeout, dependencies={},
-                           resolver=Resolver(), logger=logging.getLogger(args.check))
-        started = time.monotonic()
-        outcome = await module.CHECK.probe(ctx)
-        return {"name": module.CHECK.name, "status": str(outcome.status), "reason": str(outcome.reason),
-                "detail": outcome.detail, "duration_seconds": time.monotonic() - started,
-                "evidence": outcome.evidence}
 
-    print(json.dumps(asyncio.run(run()), default=str))
+def run_of(printed: dict) -> CheckRun:
+    """A run as `main` printed it, back as a CheckRun with typed evidence (to derive facts from)."""
+    check = CHECKS[printed["name"]]
+    entries = printed["results"]
+    targets = Targets(gateways=tuple(entry["target"] for entry in entries)).of_scope(check.scope)
+    return CheckRun.of(check, [
+        TargetResult(check.name, target, Status(entry["status"]), Reason(entry["reason"]), entry["detail"],
+                     entry["duration_seconds"], evidence_from_dict(check.evidence, entry["evidence"]), 0.0)
+        for target, entry in zip(targets, entries, strict=True)])
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 
@@ -13,8 +14,11 @@ from typer.testing import CliRunner
 from agent import __version__
 from agent.cli import app
 
-# Loopback's discard port: nothing answers there, and nothing leaves the machine.
-SILENT_STUN = "127.0.0.1:9"
+# A loopback port that is bound and never read: the kernel takes the datagrams and answers nothing
+# (a port with nothing bound would answer ICMP port unreachable, which is no silence).
+_SILENT = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+_SILENT.bind(("127.0.0.1", 0))
+SILENT_STUN = f"127.0.0.1:{_SILENT.getsockname()[1]}"
 
 
 def test_version():

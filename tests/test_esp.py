@@ -13,6 +13,7 @@ address at a time, as there is no SPI in the key.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -29,8 +30,10 @@ from lab import Lab
 
 from agent.responder import esp_echo
 from agent.responder.esp_echo import EspEcho, answer, serve_esp_echo
-from checks.probes import esp
+from agent.runner import run_checks
 from checks.contract import CheckContext, Reason, Resolver, Status, Targets
+from checks.probes import esp
+from checks.probes.esp import EspEvidence
 from checks.protocols.esp import MAGIC, PROBE_SPI, EspParseError, EspProbe, Kind, esp_of_ipv4
 
 RUN_PROBE = str(Path(__file__).with_name("run_probe.py"))
@@ -48,8 +51,10 @@ def request(sequence: int = 1) -> bytes:
     return EspProbe(Kind.REQUEST, sequence, TOKEN).encode()
 
 
-def context(*gateways: str, timeout: float = 10.0) -> CheckContext:  # a bound on a hang: an echo ends it
-    return CheckContext(targets=Targets(gateways=gateways), deadline=time.monotonic() + timeout, dependencies={},
+def context(gateway: str, timeout: float = 10.0) -> CheckContext:  # a bound on a hang: an echo ends it
+    targets = Targets(gateways=(gateway,))
+    (target,) = targets.of_scope(esp.CHECK.scope)
+    return CheckContext(targets=targets, target=target, deadline=time.monotonic() + timeout, dependencies={},
                         resolver=Resolver(), logger=logging.getLogger("test_esp"))
 
 
@@ -148,9 +153,9 @@ def test_rate_limit_per_source():
 
 
 def test_no_gateway_is_skipped():
-    outcome = asyncio.run(esp.probe(context()))
-    assert (outcome.status, outcome.reason) == (Status.SKIPPED, Reason.NO_TARGET)
-    assert outcome.detail == "no gateway given (--gateway)"
+    (run,) = asyncio.run(run_checks([esp.CHECK], Targets(), 10.0))
+    assert (run.status, run.reason, run.results) == (Status.SKIPPED, Reason.NO_TARGET, ())
+    assert run.detail == "no gateway given (--gateway)"
 
 
 def test_without_cap_net_raw_it_is_skipped(monkeypatch):
@@ -173,12 +178,11 @@ def test_echo_on_loopback():
             server.close()
 
     outcome, counts = asyncio.run(run())
-    assert outcome.status is Status.OK
+    assert outcome.status is Status.OK and outcome.detail == "echoed from 127.0.0.1"
     # A busy machine may resend before the first echo is read, and read two echoes at once.
-    assert outcome.evidence["gateways"][0] | {"sent": 1, "echoed": 1} == {
-        "gateway": "127.0.0.1", "address": "127.0.0.1", "reachable": True, "result": "echoed",
-        "detail": "echoed from 127.0.0.1", "sent": 1, "echoed": 1}
-    assert outcome.evidence["gateways"][0]["echoed"] >= 1
+    assert dataclasses.replace(outcome.evidence, sent=1, echoed=1) == EspEvidence(
+        address="127.0.0.1", reachable=True, result=Reason.SUCCESS, sent=1, echoed=1)
+    assert outcome.evidence.echoed >= 1
     assert counts["echoed"] >= 1
 
 
@@ -218,8 +222,10 @@ def start_echo(lab: Lab) -> None:
     assert server.stdout.readline().strip() == "ready"
 
 
-def gateway(result: dict) -> dict:
-    return result["evidence"]["gateways"][0]
+def gateway(run: dict) -> dict:
+    """The one gateway's evidence in the run tests/run_probe.py printed."""
+    (result,) = run["results"]
+    return result["evidence"]
 
 
 @pytest.mark.lab
@@ -229,8 +235,8 @@ def test_lab_esp_through_the_router(nat):
     with Lab(nat=nat, stun="none") as lab:
         # No echo and no IPsec stack: the far host's kernel itself says "protocol unreachable".
         unhandled = run_esp(lab)
-        assert (unhandled["status"], unhandled["reason"]) == ("fail", "port_unreachable")
-        assert gateway(unhandled)["result"] == "unhandled" and gateway(unhandled)["reachable"] is False
+        assert (unhandled["status"], unhandled["reason"]) == ("fail", "protocol_unreachable")
+        assert gateway(unhandled)["result"] == "protocol_unreachable" and gateway(unhandled)["reachable"] is False
 
         start_echo(lab)
         echoed = run_esp(lab)
@@ -256,8 +262,8 @@ def test_lab_esp_through_the_router(nat):
             refused = run_esp(lab)
             lab.router_iptables("-D", *rule)
             assert (refused["status"], refused["reason"]) == ("fail", "prohibited"), refused
-            assert gateway(refused)["reachable"] is False and gateway(refused)["result"] == "refused"
-            assert gateway(refused)["detail"] == f"{said} from {lab.onprem_gateway}"
+            assert gateway(refused)["reachable"] is False and gateway(refused)["result"] == "prohibited"
+            assert refused["results"][0]["detail"] == f"{said} from {lab.onprem_gateway}"
 
         assert run_esp(lab)["status"] == "ok"  # and ESP passes again once the rules are gone
 

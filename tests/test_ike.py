@@ -319,7 +319,7 @@ def test_fuzz_recorded_answers_with_bytes_changed(scapy_log, answer_, changes):
         data[offset % len(data)] = value
     spi = bytes(data[:8])  # keep the SPI check from ending every case early
     for parse in (lambda: ike.parse_ikev2_answer(bytes(data), spi, natt=False, offer=OFFER),
-                  lambda: ike.parse_ikev1_answer(bytes(data), spi)):
+                  lambda: ike.parse_ikev1_answer(bytes(data), spi, offer=OFFER)):
         try:
             parse()
         except ike.IkeParseError:

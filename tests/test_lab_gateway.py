@@ -20,15 +20,15 @@ GATEWAY = "203.0.113.10"
 TIMEOUT_SECONDS = "8"
 
 
-def start_responder(lab: Lab, *extra: str, prefix: tuple[str, ...] = ()) -> None:
+def start_responder(lab: Lab, *extra: str, prefix: tuple[str, ...] = (), address: str = GATEWAY) -> None:
     """`prefix` runs it under another command (tests/test_systemd_units.py: setpriv, as the unit would)."""
     # coturn holds 3478 on the same address: the responder's own STUN moves aside.
-    lab.spawn(lab.cloud, [*prefix, XCHECK, "responder", "--listen", GATEWAY, "--stun-port", "3490", *extra],
+    lab.spawn(lab.cloud, [*prefix, XCHECK, "responder", "--listen", address, "--stun-port", "3490", *extra],
               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         listening = lab.run(lab.cloud, ["ss", "-tlnH"]).stdout
-        if f"{GATEWAY}:443 " in listening and f"{GATEWAY}:8081 " in listening:
+        if f"{address}:443 " in listening and f"{address}:8081 " in listening:
             return
         time.sleep(0.05)
     raise AssertionError("xcheck responder did not start listening")

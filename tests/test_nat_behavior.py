@@ -15,13 +15,15 @@ import time
 
 import pytest
 
-from checks.probes import nat_behavior
+from checks.contract import CheckContext, CheckRun, Endpoint, Reason, Resolver, Status, TargetResult, Targets
+from checks.probes import nat_behavior, stun_binding
+from checks.probes.stun_binding import BindingEvidence
 from checks.protocols import stun
-from checks.contract import CheckContext, CheckResult, Reason, Resolver, Status, Targets
-from checks.transport.stun_client import cached_rto
+from checks.transport.stun_client import AnswerKind, cached_rto
 
 PRIMARY_IP, OTHER_IP = "127.0.0.1", "127.0.0.2"
 RTT_SECONDS = 0.0001  # what stun_binding measured to the fake server: nat_behavior takes its RTO from it
+BEHAVIORS = (nat_behavior.ENDPOINT_INDEPENDENT, nat_behavior.ADDRESS_DEPENDENT, nat_behavior.ADDRESS_AND_PORT_DEPENDENT)
 
 
 class FakeRfc5780Server:
@@ -84,41 +86,52 @@ class FakeRfc5780Server:
         self.sockets[reached].sendto(reply, client)
 
 
-def binding_result(server: FakeRfc5780Server) -> CheckResult:
-    evidence = {"servers": [{
-        "server": f"{PRIMARY_IP}:{server.ports[0]}", "address": f"{PRIMARY_IP}:{server.ports[0]}", "result": "answered",
-        "other_address": f"{OTHER_IP}:{server.ports[1]}", "other_address_attribute": "OTHER-ADDRESS",
-        "rtt_seconds": RTT_SECONDS}]}
-    return CheckResult("stun_binding", Status.OK, Reason.SUCCESS, "", 0.0, evidence)
+def targets_of(server: FakeRfc5780Server) -> Targets:
+    return Targets(stun=(Endpoint(PRIMARY_IP, server.ports[0]),))
+
+
+def binding_run(server: FakeRfc5780Server, other_address: str | None = None) -> CheckRun:
+    """What stun_binding found for the fake server: an answer naming its OTHER-ADDRESS."""
+    (target,) = targets_of(server).of_scope(stun_binding.CHECK.scope)
+    evidence = BindingEvidence(
+        address=f"{PRIMARY_IP}:{server.ports[0]}", result=AnswerKind.ANSWERED, attempts=1, rtt_seconds=RTT_SECONDS,
+        other_address=other_address or f"{OTHER_IP}:{server.ports[1]}", other_address_attribute="OTHER-ADDRESS")
+    result = TargetResult("stun_binding", target, Status.OK, Reason.SUCCESS, "", 0.0, evidence, time.time())
+    return CheckRun.of(stun_binding.CHECK, [result])
+
+
+def probe_context(server: FakeRfc5780Server, binding: CheckRun, timeout: float) -> CheckContext:
+    targets = targets_of(server)
+    (target,) = targets.of_scope(nat_behavior.CHECK.scope)
+    return CheckContext(targets=targets, target=target, deadline=time.monotonic() + timeout,
+                        dependencies={"stun_binding": binding}, resolver=Resolver(), logger=logging.getLogger("test"))
 
 
 def discover(server: FakeRfc5780Server, timeout: float = 10.0):  # a bound on a hang: it ends in ~0.3 s
     async def main():
         server.start()
         try:
-            ctx = CheckContext(targets=Targets(), deadline=time.monotonic() + timeout,
-                               dependencies={"stun_binding": binding_result(server)}, resolver=Resolver(),
-                               logger=logging.getLogger("test"))
-            return await nat_behavior.probe(ctx)
+            return await nat_behavior.probe(probe_context(server, binding_run(server), timeout))
         finally:
             server.close()
 
     return asyncio.run(main())
 
 
-@pytest.mark.parametrize("mapping", nat_behavior.BEHAVIORS)
-@pytest.mark.parametrize("filtering", nat_behavior.BEHAVIORS)
+@pytest.mark.parametrize("mapping", BEHAVIORS)
+@pytest.mark.parametrize("filtering", BEHAVIORS)
 def test_every_mapping_and_filtering_behaviour_is_told_apart(mapping, filtering):
     outcome = discover(FakeRfc5780Server(mapping, filtering))
     assert outcome.status is Status.OK, outcome.detail
-    assert outcome.evidence["mapping"]["behavior"] == mapping
-    assert outcome.evidence["filtering"]["behavior"] == filtering
+    assert outcome.evidence.mapping.behavior == mapping
+    assert outcome.evidence.filtering.behavior == filtering
     if filtering != "endpoint-independent":
         # Silence was waited for over a window with room for several requests one RTO apart, not
         # concluded from one lost packet. How many of them went out depends on how busy the machine is.
-        tests = outcome.evidence["filtering"]["tests"]
-        assert tests["wait_seconds"] >= nat_behavior.FILTERING_SENDS * cached_rto(RTT_SECONDS) - 1e-9
-        assert tests["test2"]["attempts"] >= 1 and tests["test2"]["result"] == "no_response"
+        filtering_tests = outcome.evidence.filtering
+        assert filtering_tests.wait_seconds >= nat_behavior.FILTERING_SENDS * cached_rto(RTT_SECONDS) - 1e-9
+        test2 = filtering_tests.tests["test2"]
+        assert test2.attempts >= 1 and test2.result == "no_response"
 
 
 def test_a_server_that_ignores_change_request_is_caught_by_the_source_address():
@@ -129,22 +142,20 @@ def test_a_server_that_ignores_change_request_is_caught_by_the_source_address():
 
 def test_an_other_address_equal_to_the_primary_is_refused():
     server = FakeRfc5780Server("endpoint-independent", "endpoint-independent")
-    result = binding_result(server)
-    result.evidence["servers"][0]["other_address"] = f"{OTHER_IP}:{server.ports[0]}"
+    binding = binding_run(server, other_address=f"{OTHER_IP}:{server.ports[0]}")
     try:
         async def main():
-            ctx = CheckContext(Targets(), time.monotonic() + 1, {"stun_binding": result}, Resolver(), logging.getLogger("t"))
-            return await nat_behavior.probe(ctx)
+            return await nat_behavior.probe(probe_context(server, binding, 1))
 
         outcome = asyncio.run(main())
     finally:
         for sock in server.sockets.values():
             sock.close()
     assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.INVALID_RESPONSE)
-    assert "in both IP and port" in outcome.detail and outcome.evidence["other"] == f"{OTHER_IP}:{server.ports[0]}"
+    assert "in both IP and port" in outcome.detail and outcome.evidence.other == f"{OTHER_IP}:{server.ports[0]}"
 
 
 def test_schema_names_exactly_these_behaviours():
     from agent.report import schema
 
-    assert schema()["$defs"]["nat_behavior"]["enum"] == [*nat_behavior.BEHAVIORS, None]
+    assert schema()["$defs"]["nat_behavior"]["enum"] == [*BEHAVIORS, None]

@@ -17,8 +17,11 @@ import time
 import pytest
 
 from agent.facts import derive_facts
-from checks.probes import esp, ike_udp500, path_mtu, stun_binding
-from checks.contract import CheckContext, CheckResult, Endpoint, Outcome, Reason, Resolver, Status, Targets
+from agent.verdicts import load_ruleset
+from checks.contract import (Check, CheckContext, CheckRun, Endpoint, Outcome, Reason, Resolver, Status, TargetResult,
+                             Targets)
+from checks.probes import esp, path_mtu, stun_binding
+from checks.registry import CHECKS
 from checks.transport.stun_client import REASONS as STUN_REASONS
 from checks.transport.stun_client import Deadline, StunClient
 from checks.transport.udp_probe import REASONS as UDP_REASONS
@@ -61,13 +64,17 @@ def received(sock: socket.socket) -> int:
         count += 1
 
 
-def past_deadline_context(targets: Targets, name: str) -> CheckContext:
-    return CheckContext(targets=targets, deadline=time.monotonic() - 1.0, dependencies={}, resolver=Resolver(),
-                        logger=logging.getLogger(f"test_no_send_no_verdict.{name}"))
+def past_deadline_context(check: Check, targets: Targets) -> CheckContext:
+    (target,) = targets.of_scope(check.scope)
+    return CheckContext(targets=targets, target=target, deadline=time.monotonic() - 1.0, dependencies={},
+                        resolver=Resolver(), logger=logging.getLogger(f"test_no_send_no_verdict.{check.name}"))
 
 
-def as_result(name: str, outcome: Outcome) -> CheckResult:
-    return CheckResult(name, outcome.status, outcome.reason, outcome.detail, 0.0, outcome.evidence)
+def as_run(check: Check, ctx: CheckContext, outcome: Outcome) -> CheckRun:
+    """The probe's outcome for ctx.target as the runner would record it, for derive_facts."""
+    result = TargetResult(check.name, ctx.target, outcome.status, outcome.reason, outcome.detail, 0.0,
+                          outcome.evidence, time.time())
+    return CheckRun.of(check, [result])
 
 
 # -- one transaction: the UDP exchange under the IKE probes, and a STUN Binding -------------------------
@@ -123,40 +130,51 @@ def test_a_silent_peer_with_time_to_answer_is_still_no_response(transact):
 
 def test_ike_facts_stay_unknown_when_nothing_was_sent():
     # A gateway on loopback's UDP 500: with the deadline past, nothing is sent to it at all.
-    ctx = past_deadline_context(Targets(gateways=("127.0.0.1",)), "ike")
-    outcome = asyncio.run(ike_udp500.probe(ctx))
+    check = CHECKS["ike_udp500"]
+    ctx = past_deadline_context(check, Targets(gateways=("127.0.0.1",),
+                                               ike_offer=load_ruleset("azure-current").ike_offer))
+    outcome = asyncio.run(check.probe(ctx))
     assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.TIMEOUT)
-    gateway = outcome.evidence["gateways"][0]
-    assert (gateway["result"], gateway["attempts"], gateway["reachable"]) == ("timeout", 0, None)
-    facts = derive_facts([as_result("ike_udp500", outcome)])
+    gateway = outcome.evidence
+    assert (gateway.result, gateway.attempts, gateway.reachable) == ("timeout", 0, None)
+    facts = derive_facts([as_run(check, ctx, outcome)])
     assert facts["reachability"]["ike_udp500"]["reachable"] is None
 
 
 # -- STUN facts ----------------------------------------------------------------------------------------
 
 
-def stun_check(peer: socket.socket, ctx_deadline: float, clock) -> Outcome:
+def stun_check(peer: socket.socket, ctx_deadline: float, clock) -> CheckRun:
+    """stun_binding's result for the one server `peer`, in its own session as the runner opens it."""
     host, port = peer.getsockname()
-    ctx = CheckContext(targets=Targets(stun=(Endpoint(host, port),)), deadline=ctx_deadline, dependencies={},
-                       resolver=Resolver(), logger=logging.getLogger("test_no_send_no_verdict.stun"), clock=clock)
-    return asyncio.run(stun_binding.probe(ctx))
+    targets = Targets(stun=(Endpoint(host, port),))
+    (target,) = targets.of_scope(stun_binding.CHECK.scope)
+
+    async def main() -> CheckRun:
+        async with stun_binding.CHECK.session(targets, clock) as session:
+            ctx = CheckContext(targets=targets, target=target, deadline=ctx_deadline, dependencies={},
+                               resolver=Resolver(), logger=logging.getLogger("test_no_send_no_verdict.stun"),
+                               clock=clock, session=session)
+            return as_run(stun_binding.CHECK, ctx, await stun_binding.probe(ctx))
+
+    return asyncio.run(main())
 
 
 def test_udp_is_not_called_blocked_when_nothing_was_sent():
     with silent_peer() as peer:
-        outcome = stun_check(peer, time.monotonic() - 1.0, time.monotonic)
+        run = stun_check(peer, time.monotonic() - 1.0, time.monotonic)
         assert received(peer) == 0
-    assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.TIMEOUT)
-    assert [s["result"] for s in outcome.evidence["servers"]] == ["timeout"]
-    assert derive_facts([as_result("stun_binding", outcome)])["nat"]["udp_blocked"] is None
+    assert (run.status, run.reason) == (Status.FAIL, Reason.TIMEOUT)
+    assert [r.evidence.result for r in run.results] == ["timeout"]
+    assert derive_facts([run])["nat"]["udp_blocked"] is None
 
 
 def test_udp_is_called_blocked_when_the_same_server_stays_silent_with_time_to_answer():
     # The contrast to the test above: only the missing send made the fact unknown.
     with silent_peer() as peer:
-        outcome = stun_check(peer, 1.0, FromFirstReading())
-    assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.NO_RESPONSE)
-    assert derive_facts([as_result("stun_binding", outcome)])["nat"]["udp_blocked"] is True
+        run = stun_check(peer, 1.0, FromFirstReading())
+    assert (run.status, run.reason) == (Status.FAIL, Reason.NO_RESPONSE)
+    assert derive_facts([run])["nat"]["udp_blocked"] is True
 
 
 # -- ESP and path MTU: the same rule for their own probes -------------------------------------------
@@ -164,16 +182,17 @@ def test_udp_is_called_blocked_when_the_same_server_stays_silent_with_time_to_an
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="ESP needs a raw socket (CAP_NET_RAW)")
 def test_esp_with_no_time_to_send_is_a_timeout_not_silence():
-    outcome = asyncio.run(esp.probe(past_deadline_context(Targets(gateways=("127.0.0.1",)), "esp")))
+    ctx = past_deadline_context(esp.CHECK, Targets(gateways=("127.0.0.1",)))
+    outcome = asyncio.run(esp.probe(ctx))
     assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.TIMEOUT)
-    gateway = outcome.evidence["gateways"][0]
-    assert (gateway["result"], gateway["sent"], gateway["reachable"]) == ("timeout", 0, None)
-    assert derive_facts([as_result("esp", outcome)])["reachability"]["esp"]["reachable"] is None
+    gateway = outcome.evidence
+    assert (gateway.result, gateway.sent, gateway.reachable) == (Reason.TIMEOUT, 0, None)
+    assert derive_facts([as_run(esp.CHECK, ctx, outcome)])["reachability"]["esp"]["reachable"] is None
 
 
 def test_path_mtu_with_no_time_to_send_is_a_timeout_not_silence():
-    outcome = asyncio.run(path_mtu.probe(past_deadline_context(Targets(gateways=("127.0.0.1",)), "path_mtu")))
+    ctx = past_deadline_context(path_mtu.CHECK, Targets(gateways=("127.0.0.1",)))
+    outcome = asyncio.run(path_mtu.probe(ctx))
     assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.TIMEOUT)
-    gateway = outcome.evidence["gateways"][0]
-    assert gateway["probes_sent"] == 0 and "the deadline passed before the first" in gateway["detail"]
-    assert derive_facts([as_result("path_mtu", outcome)])["path_mtu"]["bytes"] is None
+    assert outcome.evidence.probes_sent == 0 and "the deadline passed before the first" in outcome.detail
+    assert derive_facts([as_run(path_mtu.CHECK, ctx, outcome)])["path_mtu"]["bytes"] is None

@@ -1,13 +1,12 @@
-"""Path MTU check (checks/path_mtu.py): the size search against simulated paths, the ICMP
-error parser, the Azure comparison, and real paths in the lab (tests/lab.py) whose router's
-WAN link MTU is set to 1500, 1400 and 1300.
+"""Path MTU check (checks/probes/path_mtu.py): the size search against simulated paths, the ICMP
+error parser, and real paths in the lab (tests/lab.py) whose router's WAN link MTU is set to
+1500, 1400 and 1300, read as the facts the rule set compares with Azure's limit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import socket
 import struct
 import sys
@@ -20,11 +19,14 @@ from conftest import LAB_UNAVAILABLE
 from hypothesis import given
 from hypothesis import strategies as st
 from lab import Lab
+from run_probe import run_of
 
+from agent.facts import derive_facts
+from agent.runner import run_checks
+from checks.contract import Reason, Status, Targets
 from checks.probes import path_mtu
-from checks.contract import CheckContext, Reason, Resolver, Status, Targets
+from checks.probes.path_mtu import IPV4_MIN_MTU, RoundResult, search, sizes_between
 from checks.transport.icmp_errors import IcmpError
-from checks.probes.path_mtu import IPV4_MIN_MTU, RoundResult, azure_comparison, search, sizes_between
 
 
 RUN_PROBE = str(Path(__file__).with_name("run_probe.py"))
@@ -59,11 +61,6 @@ class SimulatedPath:
 
 def run_search(path: SimulatedPath, ceiling: int = 1500):
     return asyncio.run(search(path, IPV4_MIN_MTU, ceiling, lambda: 10.0))
-
-
-def context(*gateways: str, timeout: float = 2.0) -> CheckContext:
-    return CheckContext(targets=Targets(gateways=gateways), deadline=time.monotonic() + timeout, dependencies={},
-                        resolver=Resolver(), logger=logging.getLogger("test_path_mtu"))
 
 
 # -- the search ----------------------------------------------------------------------------------
@@ -141,22 +138,10 @@ def test_echo_request_checksum_as_scapy_computes_it():
     assert ICMP(bytes(reference)).chksum == ICMP(packet).chksum
 
 
-# -- Azure's limit -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("mtu, exceeds, mss", [(1500, True, 1350), (1400, False, 1350), (1390, False, 1350),
-                                               (1300, False, 1260), (None, None, None)])
-def test_azure_comparison(mtu, exceeds, mss):
-    comparison = azure_comparison(mtu)
-    assert (comparison["exceeds_azure_limit"], comparison["recommended_mss_bytes"]) == (exceeds, mss)
-    if mtu is not None:
-        assert comparison["recommendation"].startswith(f"clamp TCP MSS at {mss}")
-
-
 def test_no_gateway_is_skipped():
-    outcome = asyncio.run(path_mtu.probe(context()))
-    assert (outcome.status, outcome.reason, outcome.detail) == (Status.SKIPPED, Reason.NO_TARGET,
-                                                                "no gateway given (--gateway)")
+    (run,) = asyncio.run(run_checks([path_mtu.CHECK], Targets(), 2.0))
+    assert (run.status, run.reason, run.detail, run.results) == (Status.SKIPPED, Reason.NO_TARGET,
+                                                                 "no gateway given (--gateway)", ())
 
 
 # -- lab -------------------------------------------------------------------------------------------
@@ -172,10 +157,21 @@ MEASURE_TIMEOUT_SECONDS = 20.0
 
 
 def measure(lab: Lab, timeout: float = MEASURE_TIMEOUT_SECONDS, as_user: Sequence[str] = ()) -> dict:
+    """The check's run toward the lab's one gateway, as tests/run_probe.py prints it."""
     completed = lab.run(lab.onprem, [*as_user, sys.executable, RUN_PROBE, "path_mtu",
                                      "--gateway", lab.stun_primary, "--timeout", str(timeout)])
     assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout)
+
+
+def gateway_of(run: dict) -> dict:
+    (gateway,) = run["results"]
+    return gateway
+
+
+def path_mtu_facts(run: dict) -> dict:
+    """facts.path_mtu as xcheck derives it from the run's typed evidence."""
+    return derive_facts([run_of(run)])["path_mtu"]
 
 
 def set_wan_mtu(lab: Lab, mtu: int) -> None:
@@ -190,21 +186,21 @@ def test_lab_path_mtu_follows_the_router_link():
         for mtu in (1500, 1300, 1400):
             set_wan_mtu(lab, mtu)
             result = measure(lab)
-            entry = result["evidence"]["gateways"][0]
+            entry = gateway_of(result)["evidence"]
             assert result["status"] == "ok", result
             assert (entry["path_mtu_bytes"], entry["method"]) == (mtu, "icmp_echo")
-            assert result["evidence"]["path_mtu_bytes"] == mtu
-            assert result["evidence"]["exceeds_azure_limit"] is (mtu > 1400)
-            assert result["evidence"]["recommended_mss_bytes"] == min(1350, mtu - 40)
+            # The rule set compares these with Azure's 1400 bytes and MSS 1350 (tests/test_verdicts.py).
+            assert path_mtu_facts(result) == {"bytes": mtu, "tcp_mss_bytes": mtu - 40}
             assert result["duration_seconds"] < MEASURE_TIMEOUT_SECONDS / 2  # settled, not cut off by the deadline
 
         # Without privileges: a ping socket where net.ipv4.ping_group_range allows (a new
         # namespace's default, "1 0", allows no one), else UDP probes.
-        unprivileged = measure(lab, as_user=AS_NOBODY)["evidence"]["gateways"][0]
-        assert (unprivileged["method"], unprivileged["path_mtu_bytes"]) == ("udp", 1400), unprivileged
+        unprivileged = gateway_of(measure(lab, as_user=AS_NOBODY))
+        assert (unprivileged["evidence"]["method"], unprivileged["evidence"]["path_mtu_bytes"]) == ("udp", 1400), \
+            unprivileged
         assert unprivileged["detail"].startswith("ICMP echo needs a ping socket")
         lab.run(lab.onprem, ["sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"], check=True)
-        ping_socket = measure(lab, as_user=AS_NOBODY)["evidence"]["gateways"][0]
+        ping_socket = gateway_of(measure(lab, as_user=AS_NOBODY))["evidence"]
         assert (ping_socket["method"], ping_socket["path_mtu_bytes"]) == ("icmp_echo", 1400), ping_socket
 
         # The router drops the "fragmentation needed" it would send (a PMTU black hole): the
@@ -212,21 +208,21 @@ def test_lab_path_mtu_follows_the_router_link():
         set_wan_mtu(lab, 1300)
         lab.router_iptables("-A", "OUTPUT", "-p", "icmp", "--icmp-type", "fragmentation-needed", "-j", "DROP")
         black_hole = measure(lab)
-        assert black_hole["evidence"]["gateways"][0]["path_mtu_bytes"] == 1300, black_hole
+        assert gateway_of(black_hole)["evidence"]["path_mtu_bytes"] == 1300, black_hole
         lab.router_iptables("-D", "OUTPUT", "-p", "icmp", "--icmp-type", "fragmentation-needed", "-j", "DROP")
 
         # A target that answers no echo (as an Azure gateway): UDP probes, answered by ICMP port unreachable.
         lab.router_iptables("-A", "FORWARD", "-p", "icmp", "--icmp-type", "echo-request", "-j", "DROP")
         udp = measure(lab)
-        entry = udp["evidence"]["gateways"][0]
-        assert (udp["status"], entry["method"], entry["path_mtu_bytes"]) == ("ok", "udp", 1300), udp
+        entry = gateway_of(udp)
+        assert (udp["status"], entry["evidence"]["method"], entry["evidence"]["path_mtu_bytes"]) == ("ok", "udp", 1300), udp
         assert entry["detail"].startswith("no answer to ICMP echo; 1300 bytes pass with DF")
 
         # ...and with UDP dropped as well, nothing answers: no number, only what ICMP allowed.
         lab.router_iptables("-A", "FORWARD", "-p", "udp", "-j", "DROP")
         silent = measure(lab)
-        entry = silent["evidence"]["gateways"][0]
+        entry = gateway_of(silent)["evidence"]
         assert (silent["status"], silent["reason"]) == ("fail", "no_response"), silent
         assert entry["path_mtu_bytes"] is None and entry["largest_passed_bytes"] is None
         assert entry["upper_bound_bytes"] == 1300  # the router's "fragmentation needed" still counts
-        assert silent["evidence"]["exceeds_azure_limit"] is None
+        assert path_mtu_facts(silent) == {"bytes": None, "tcp_mss_bytes": None}  # not measured: no verdict on it

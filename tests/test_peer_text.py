@@ -25,7 +25,7 @@ from agent.render import render_json, render_markdown, render_text
 from agent.runner import run_checks
 from agent.text import MAX_TEXT_CHARS, markdown, markdown_code, visible
 from checks.protocols import stun
-from checks.contract import Check, Outcome, Targets
+from checks.contract import Check, Outcome, Scope, Targets
 
 INVISIBLE = {"Cc", "Cf", "Cs", "Zl", "Zp"}
 HOSTILE = "[/x][bold]\x1b[2J\x1b]8;;http://x.example/\x07\u202eevil\x9b31m\x00\r\n|*_a_*|<b>&amp;"
@@ -132,8 +132,9 @@ def test_json_keeps_the_peer_text_as_it_came_and_is_strict():
 # ---------------------------------------------------------------- the runner bounds every string
 
 def _run(probe):
-    check = Check(name="talkative", summary="talkative", probe=probe)
-    return asyncio.run(run_checks([check], Targets(), 2.0))
+    check = Check(name="talkative", summary="talkative", scope=Scope.HOST, probe=probe, evidence=dict)
+    [run] = asyncio.run(run_checks([check], Targets(), 2.0))
+    return list(run.results)
 
 
 def _strings(node):
@@ -259,3 +260,26 @@ def test_an_error_message_quoting_a_file_name_is_inert(tmp_path):
     completed, _ = run_xcheck("run", "--stun", "127.0.0.1:9", "--config", str(config))
     assert completed.returncode == 2
     assert "\x1b" not in completed.stderr and "evil\\x1b[31m.toml" in completed.stderr
+
+
+def test_the_runner_bounds_strings_inside_typed_evidence():
+    """Typed evidence (a frozen dataclass, nested) is bounded as a dict is."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Inner:
+        text: str
+
+    @dataclass(frozen=True)
+    class Evidence:
+        quoted: str
+        parts: tuple[Inner, ...]
+
+    long = "peer " * 100_000
+
+    async def typed(ctx):
+        return Outcome.ok(Evidence(long, (Inner(long),)), detail="short")
+
+    [result] = _run(typed)
+    assert isinstance(result.evidence, Evidence) and isinstance(result.evidence.parts[0], Inner)
+    assert len(result.evidence.quoted) == len(result.evidence.parts[0].text) == MAX_TEXT_CHARS

@@ -23,10 +23,13 @@ from agent.responder.esp_echo import serve_esp_echo
 from agent.responder.ike_stub import IkeStub
 from agent.responder.rate_limit import ConnectionSlots, TokenBuckets
 from agent.responder.stun_server import StunServer, serve_stun
+from agent.verdicts import load_ruleset
 from checks.probes import esp
 from checks.protocols import ike, stun
 from checks.contract import Status
 from checks.transport.stun_client import REQUEST_BYTES, AnswerKind, Deadline, StunClient
+
+OFFER = load_ruleset("azure-current").ike_offer
 
 BOUND_SECONDS = 30.0  # what must happen, happens within this, however busy the machine
 IPV4_CLIENT = "198.51.100.7"
@@ -93,7 +96,7 @@ def test_rfc5780_attributes_go_only_to_clients_of_the_alternate_addresses_family
 
 
 def test_the_ike_stub_answers_an_ipv4_client_of_a_dual_stack_socket():
-    request = ike.IkeSaInit.build(("192.0.2.1", 500), ("203.0.113.10", 500), natt=False)
+    request = ike.IkeSaInit.build(("192.0.2.1", 500), ("203.0.113.10", 500), natt=False, offer=OFFER)
     reply = ike_stub.answer(request.datagram, (MAPPED_IPV4_CLIENT, 500, 0, 0), natt=False)
     assert reply is not None and request.parse_answer(reply).notify == "NO_PROPOSAL_CHOSEN"
     assert ike_stub.answer(request.datagram, ("::ffff:224.0.0.1", 500, 0, 0), natt=False) is None  # no host there either
@@ -133,7 +136,7 @@ def test_the_stun_server_answers_a_whole_ipv6_slash_64_as_one_source():
 
 def test_the_ike_stub_counts_an_ipv4_client_as_one_source_however_its_socket_names_it():
     stub = IkeStub(False, TokenBuckets(ike_stub.RATE_PER_SECOND, ike_stub.BURST, lambda: 0.0), logging.getLogger("test"))
-    request = ike.IkeSaInit.build(("192.0.2.1", 500), ("203.0.113.10", 500), natt=False).datagram
+    request = ike.IkeSaInit.build(("192.0.2.1", 500), ("203.0.113.10", 500), natt=False, offer=OFFER).datagram
     for source in [(IPV4_CLIENT, 500)] * int(ike_stub.BURST) + [(MAPPED_IPV4_CLIENT, 500, 0, 0)]:
         stub.handle(request, source)
     assert dict(stub.counts) == {"answered": ike_stub.BURST, "rate_limited": 1}

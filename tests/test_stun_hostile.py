@@ -28,7 +28,7 @@ from lab import Lab
 from agent import runner
 from checks.probes import nat_behavior, stun_binding
 from checks.protocols import stun
-from checks.contract import CheckResult, Endpoint, Reason, Status, Targets
+from checks.contract import CheckRun, Endpoint, Reason, Status, Targets
 from checks.transport.stun_client import mapped_address_problem
 
 HELPER = str(Path(__file__).with_name("hostile_stun_server.py"))
@@ -121,7 +121,7 @@ class LyingServer:
             self.sock.close()
 
 
-def run_checks(server: LyingServer, timeout: float) -> list[CheckResult]:
+def run_checks(server: LyingServer, timeout: float) -> list[CheckRun]:
     """stun_binding and nat_behavior through the runner, as `xcheck run` runs them. A valid answer
     ends stun_binding at once; a lying one makes it wait out `timeout` for a better one."""
     async def main():
@@ -162,10 +162,10 @@ def test_an_unusable_other_address_on_loopback(other, problem):
         assert binding.status is Status.OK, binding.detail
         assert (behavior.status, behavior.reason) == (Status.FAIL, Reason.INVALID_RESPONSE), behavior.detail
         assert f"OTHER-ADDRESS {other} from 127.0.0.1:{server.address[1]} is refused" in behavior.detail
-        assert problem in behavior.detail and behavior.evidence["other"] == other
+        assert problem in behavior.detail and behavior.results[0].evidence.other == other
         assert received(listener) == []
         # Every request came from stun_binding's socket: nat_behavior sent none, not even its test I.
-        assert {port for _, port in server.sources} == {binding.evidence["local_port"]}
+        assert {port for _, port in server.sources} == {binding.results[0].evidence.local_port}
 
 
 @pytest.mark.parametrize(("mapped", "problem"), [
@@ -177,7 +177,7 @@ def test_an_impossible_mapped_address_on_loopback(mapped, problem):
     binding, behavior = run_checks(LyingServer(mapped=T(mapped), other=T("127.0.0.2:40001")), timeout=3)
     assert (binding.status, binding.reason) == (Status.FAIL, Reason.INVALID_RESPONSE)
     assert f"XOR-MAPPED-ADDRESS {mapped} cannot be this host's address: {problem}" in binding.detail
-    assert binding.evidence["servers"][0]["result"] == "invalid_response"
+    assert binding.results[0].evidence.result == "invalid_response"
     assert (behavior.status, behavior.reason) == (Status.SKIPPED, Reason.DEPENDENCY_UNAVAILABLE)
 
 

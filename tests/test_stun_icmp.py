@@ -65,12 +65,13 @@ def test_a_refusal_ends_only_the_transactions_sent_where_it_names():
         try:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent, StunClient.open() as client:
                 silent.bind(("127.0.0.1", 0))  # bound: the kernel queues what arrives and refuses nothing
-                now = time.monotonic()
+                refusal_deadline = Deadline(time.monotonic() + REFUSED_DEADLINE_SECONDS)
                 answers = await asyncio.gather(
-                    client.binding(refused, deadline=Deadline(now + REFUSED_DEADLINE_SECONDS), rto=LONG_RTO_SECONDS),
-                    client.binding(silent.getsockname(), deadline=Deadline(now + SILENCE_SECONDS), rto=0.1),
-                    client.binding(live.address, deadline=Deadline(now + REFUSED_DEADLINE_SECONDS), rto=LONG_RTO_SECONDS),
-                    client.binding(refused, deadline=Deadline(now + REFUSED_DEADLINE_SECONDS), rto=LONG_RTO_SECONDS),
+                    client.binding(refused, deadline=refusal_deadline, rto=LONG_RTO_SECONDS),
+                    client.binding(silent.getsockname(), deadline=Deadline(time.monotonic() + SILENCE_SECONDS),
+                                   rto=0.1),
+                    client.binding(live.address, deadline=refusal_deadline, rto=LONG_RTO_SECONDS),
+                    client.binding(refused, deadline=refusal_deadline, rto=LONG_RTO_SECONDS),
                 )
                 silent.setblocking(False)
                 arrivals = 0

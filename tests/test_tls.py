@@ -9,6 +9,7 @@ for the duration of a test, and never touch the real CA store.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import functools
 import ipaddress
@@ -31,7 +32,8 @@ from hypothesis import strategies as st
 from agent.responder import tls_responder
 from agent.responder.tls_responder import serve_tls
 from checks.probes import gateway_health, sstp, tls_tcp443
-from checks.contract import CheckContext, Outcome, Reason, Resolver, Status, Targets
+from agent.runner import run_checks
+from checks.contract import Check, CheckContext, Outcome, Reason, Resolver, Scope, Status, Targets
 from checks.protocols.http import MAX_HEAD_BYTES, HttpParseError, parse_request_head, parse_response_head
 from checks.protocols.sstp import SSTP_PATH, duplex_post
 from checks.protocols.x509 import CertificateParseError, parse_certificate
@@ -216,15 +218,20 @@ def _free_port() -> int:
         return s.getsockname()[1]  # closed: a connection to it is refused
 
 
-async def _run(module, port: int, gateways=(LOCALHOST,), timeout: float = 3.0, **targets) -> Outcome:
-    ctx = CheckContext(targets=Targets(gateways=tuple(gateways), **targets), deadline=time.monotonic() + timeout,
-                       dependencies={}, resolver=Resolver(), logger=logging.getLogger("test_tls"))
-    return await module.probe(ctx, port=port)
+def _context(gateway: str, timeout: float, **targets) -> CheckContext:
+    all_targets = Targets(gateways=(gateway,), **targets)
+    (target,) = all_targets.of_scope(Scope.GATEWAY)
+    return CheckContext(targets=all_targets, target=target, deadline=time.monotonic() + timeout, dependencies={},
+                        resolver=Resolver(), logger=logging.getLogger("test_tls"))
 
 
-def _only(outcome: Outcome) -> dict:
-    [gateway] = outcome.evidence["gateways"]
-    return gateway
+async def _run(module, port: int, gateway: str = LOCALHOST, timeout: float = 3.0, **targets) -> Outcome:
+    return await module.probe(_context(gateway, timeout, **targets), port=port)
+
+
+def _on_port(module, port: int) -> Check:
+    """The module's check with its probe pointed at `port`, to run through the runner."""
+    return dataclasses.replace(module.CHECK, probe=functools.partial(module.probe, port=port))
 
 
 def check_against(module, handler: Handler, context: ssl.SSLContext | None = None, **kwargs) -> Outcome:
@@ -239,68 +246,70 @@ def check_against(module, handler: Handler, context: ssl.SSLContext | None = Non
 # tls_tcp443
 
 def test_no_gateway_is_skipped():
-    outcome = asyncio.run(_run(tls_tcp443, 443, gateways=()))
-    assert (outcome.status, outcome.reason) == (Status.SKIPPED, Reason.NO_TARGET)
-    assert "--gateway" in outcome.detail
+    (run,) = asyncio.run(run_checks([tls_tcp443.CHECK], Targets(), 3.0))
+    assert (run.status, run.reason, run.results) == (Status.SKIPPED, Reason.NO_TARGET, ())
+    assert "--gateway" in run.detail
 
 
 def test_trusted_certificate_is_described_and_verified(pki, trust_test_ca):
     outcome = check_against(tls_tcp443, _silent, pki.context(pki.good), gateway_fingerprint=pki.good.fingerprint())
-    gateway = _only(outcome)
+    gateway, own = outcome.evidence, outcome.evidence.exchange
     assert (outcome.status, outcome.reason) == (Status.OK, Reason.SUCCESS)
-    assert gateway["reachable"] is True and gateway["result"] == "success"
-    assert gateway["address"] == "127.0.0.1" and gateway["path"] == "direct" and gateway["proxy"] is None
-    assert gateway["tls_version"] in ("TLSv1.2", "TLSv1.3") and gateway["cipher"]
-    assert 0 < gateway["connect_seconds"] < 3 and 0 < gateway["handshake_seconds"] < 3  # seconds, within the deadline
-    assert gateway["sni"] == LOCALHOST
-    certificate = gateway["certificate"]
+    assert gateway.reachable is True and gateway.result == "success"
+    assert gateway.address == "127.0.0.1" and gateway.path == "direct" and gateway.proxy is None
+    assert gateway.tls_version in ("TLSv1.2", "TLSv1.3") and gateway.cipher
+    assert 0 < gateway.connect_seconds < 3 and 0 < gateway.handshake_seconds < 3  # seconds, within the deadline
+    assert own.sni == LOCALHOST
+    certificate = own.certificate
     assert certificate["subject"] == "O=xcheck tests, CN=gateway"
     assert certificate["issuer"] == "O=xcheck tests, CN=xcheck test CA"
     assert certificate["san_dns"] == [LOCALHOST] and certificate["san_ip"] == ["127.0.0.1"]
     assert certificate["expired"] is False and 28 <= certificate["days_until_expiry"] <= 30
     assert certificate["sha256"] == pki.good.fingerprint()
-    assert gateway["chain_verified"] is True and gateway["name_matches"] is True and gateway["verified"] is True
-    assert gateway["fingerprint_matches"] is True
-    assert gateway["interception_suspected"] is False and gateway["interception_evidence"] == []
+    assert gateway.chain_verified is True and gateway.name_matches is True and gateway.verified is True
+    assert own.fingerprint_matches is True
+    assert own.interception_suspected is False and own.interception_evidence == ()
 
 
 def test_self_signed_responder_is_untrusted_but_not_interception():
     async def run():
         servers = await serve_tls("127.0.0.1", (0, 0))
         try:
-            return await _run(tls_tcp443, servers[0].sockets[0].getsockname()[1], gateways=("127.0.0.1",))
+            return await _run(tls_tcp443, servers[0].sockets[0].getsockname()[1], gateway="127.0.0.1")
         finally:
             for server in servers:
                 server.close()
     outcome = asyncio.run(run())
-    gateway = _only(outcome)
-    assert outcome.status is Status.OK and gateway["reachable"] is True
-    assert gateway["chain_verified"] is False and "self-signed" in gateway["verify_error"]
-    assert gateway["certificate"]["self_issued"] is True and gateway["name_matches"] is True  # IP SAN
-    assert gateway["sni"] is None
-    assert gateway["interception_suspected"] is False
+    gateway = outcome.evidence
+    assert outcome.status is Status.OK and gateway.reachable is True
+    assert gateway.chain_verified is False and "self-signed" in gateway.verify_error
+    assert gateway.exchange.certificate["self_issued"] is True and gateway.name_matches is True  # IP SAN
+    assert gateway.exchange.sni is None
+    assert gateway.exchange.interception_suspected is False
 
 
 def test_expired_certificate_is_reported(pki, trust_test_ca):
-    gateway = _only(check_against(tls_tcp443, _silent, pki.context(pki.expired)))
-    assert gateway["reachable"] is True
-    assert gateway["certificate"]["expired"] is True and gateway["certificate"]["days_until_expiry"] < 0
-    assert gateway["chain_verified"] is False and "expired" in gateway["verify_error"]
-    assert gateway["interception_suspected"] is False  # a trusted issuer's stale certificate is no middlebox
+    gateway = check_against(tls_tcp443, _silent, pki.context(pki.expired)).evidence
+    assert gateway.reachable is True
+    certificate = gateway.exchange.certificate
+    assert certificate["expired"] is True and certificate["days_until_expiry"] < 0
+    assert gateway.chain_verified is False and "expired" in gateway.verify_error
+    assert gateway.exchange.interception_suspected is False  # a trusted issuer's stale certificate is no middlebox
 
 
 def test_wrong_name_is_reported(pki, trust_test_ca):
-    gateway = _only(check_against(tls_tcp443, _silent, pki.context(pki.wrong_name)))
-    assert gateway["chain_verified"] is True and gateway["name_matches"] is False and gateway["verified"] is False
-    assert gateway["verify_error"] == f"the certificate does not name {LOCALHOST}"
-    assert gateway["interception_suspected"] is False
-    assert "does not verify" in gateway["detail"]
+    outcome = check_against(tls_tcp443, _silent, pki.context(pki.wrong_name))
+    gateway = outcome.evidence
+    assert gateway.chain_verified is True and gateway.name_matches is False and gateway.verified is False
+    assert gateway.verify_error == f"the certificate does not name {LOCALHOST}"
+    assert gateway.exchange.interception_suspected is False
+    assert "does not verify" in outcome.detail
 
 
 def test_fingerprint_mismatch_is_interception_evidence(pki, trust_test_ca):
-    gateway = _only(check_against(tls_tcp443, _silent, pki.context(pki.good), gateway_fingerprint="ab" * 32))
-    assert gateway["fingerprint_matches"] is False and gateway["interception_suspected"] is True
-    [evidence] = gateway["interception_evidence"]
+    own = check_against(tls_tcp443, _silent, pki.context(pki.good), gateway_fingerprint="ab" * 32).evidence.exchange
+    assert own.fingerprint_matches is False and own.interception_suspected is True
+    [evidence] = own.interception_evidence
     assert evidence.startswith("fingerprint mismatch") and pki.good.fingerprint() in evidence
 
 
@@ -320,54 +329,53 @@ def test_resigning_proxy_is_detected_as_interception(pki, trust_test_ca):
     outcome, seen = _via_proxy(tls_tcp443, "resign", _silent, pki.context(pki.good),
                                resign=pki.context(pki.intercepted, pki.intercept_ca),
                                gateway_fingerprint=pki.good.fingerprint())
-    gateway = _only(outcome)
+    gateway = outcome.evidence
     assert seen and seen[0].startswith(f"{LOCALHOST}:")  # the proxy, not us, resolves the gateway's name
-    assert gateway["path"] == "proxy" and gateway["proxy"].startswith("127.0.0.1:") and gateway["address"] is None
-    assert gateway["tunnel_seconds"] is not None
-    assert gateway["certificate"]["issuer"] == "O=xcheck tests, CN=Middlebox Inspection CA"
-    assert gateway["chain_verified"] is False and gateway["name_matches"] is True
-    assert gateway["interception_suspected"] is True
-    assert [e.split(":")[0] for e in gateway["interception_evidence"]] == ["fingerprint mismatch", "unexpected issuer"]
-    assert "TLS interception suspected" in gateway["detail"]
+    assert gateway.path == "proxy" and gateway.proxy.startswith("127.0.0.1:") and gateway.address is None
+    assert gateway.tunnel_seconds is not None
+    assert gateway.exchange.certificate["issuer"] == "O=xcheck tests, CN=Middlebox Inspection CA"
+    assert gateway.chain_verified is False and gateway.name_matches is True
+    assert gateway.exchange.interception_suspected is True
+    assert [e.split(":")[0] for e in gateway.exchange.interception_evidence] == ["fingerprint mismatch",
+                                                                                 "unexpected issuer"]
+    assert "TLS interception suspected" in outcome.detail
 
 
 def test_resigning_proxy_is_detected_without_a_fingerprint(pki, trust_test_ca):
     outcome, _ = _via_proxy(tls_tcp443, "resign", _silent, pki.context(pki.good),
                             resign=pki.context(pki.intercepted))  # no CA sent along: verify code 20, not 19
-    gateway = _only(outcome)
-    assert gateway["interception_suspected"] is True
-    assert gateway["interception_evidence"][0].startswith("unexpected issuer")
+    own = outcome.evidence.exchange
+    assert own.interception_suspected is True
+    assert own.interception_evidence[0].startswith("unexpected issuer")
 
 
 def test_passthrough_proxy_is_via_proxy_without_interception(pki, trust_test_ca):
     outcome, seen = _via_proxy(tls_tcp443, "tunnel", _silent, pki.context(pki.good),
                                gateway_fingerprint=pki.good.fingerprint())
-    gateway = _only(outcome)
+    gateway = outcome.evidence
     assert outcome.status is Status.OK and len(seen) == 1  # verified at the first try: one connection
-    assert gateway["path"] == "proxy" and gateway["verified"] is True and gateway["fingerprint_matches"] is True
-    assert gateway["interception_suspected"] is False
+    assert gateway.path == "proxy" and gateway.verified is True and gateway.exchange.fingerprint_matches is True
+    assert gateway.exchange.interception_suspected is False
 
 
-def test_proxy_refusing_connect_is_a_peer_error(pki, trust_test_ca):
+def test_proxy_refusing_connect_is_proxy_refused(pki, trust_test_ca):
     outcome, _ = _via_proxy(tls_tcp443, "refuse", _silent, pki.context(pki.good))
-    gateway = _only(outcome)
-    assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.PEER_ERROR)
-    assert gateway["result"] == "proxy_refused" and "403 Forbidden" in gateway["detail"]
-    assert gateway["reachable"] is False
+    assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.PROXY_REFUSED)
+    assert outcome.evidence.result == "proxy_refused" and "403 Forbidden" in outcome.detail
+    assert outcome.evidence.reachable is False
 
 
 def test_proxy_that_is_not_listening():
     outcome = asyncio.run(_run(tls_tcp443, 443, proxy=f"http://127.0.0.1:{_free_port()}"))
-    assert (outcome.reason, _only(outcome)["result"]) == (Reason.CONNECTION_FAILED, "connection_refused")
-    assert "(proxy)" in _only(outcome)["detail"]
+    assert (outcome.reason, outcome.evidence.result) == (Reason.CONNECTION_REFUSED, "connection_refused")
+    assert "(proxy)" in outcome.detail
 
 
-def test_non_tls_peer_is_an_invalid_response():
+def test_non_tls_peer_is_tls_failed():
     outcome = check_against(tls_tcp443, _not_tls)
-    gateway = _only(outcome)
-    assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.INVALID_RESPONSE)
-    assert gateway["result"] == "tls_failed" and gateway["reachable"] is False
-    assert "TLS handshake" in gateway["detail"]
+    assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.TLS_FAILED)
+    assert outcome.evidence.result == "tls_failed" and outcome.evidence.reachable is False
+    assert "TLS handshake" in outcome.detail
 
 
 def test_silent_peer_is_no_response_within_the_deadline():
@@ -375,32 +383,33 @@ def test_silent_peer_is_no_response_within_the_deadline():
     outcome = check_against(tls_tcp443, _silent, timeout=0.5)
     elapsed = time.monotonic() - started
     assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.NO_RESPONSE)
-    assert "TLS handshake" in _only(outcome)["detail"]
+    assert "TLS handshake" in outcome.detail
     assert elapsed < 0.5 + 10  # ends at its deadline, not when the peer gives up (30 s); generous for a loaded machine
 
 
-def test_refused_port_is_connection_failed():
+def test_refused_port_is_connection_refused():
     outcome = asyncio.run(_run(tls_tcp443, _free_port()))
-    assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.CONNECTION_FAILED)
-    assert _only(outcome)["reachable"] is False and _only(outcome)["tls_version"] is None
+    assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.CONNECTION_REFUSED)
+    assert outcome.evidence.reachable is False and outcome.evidence.tls_version is None
 
 
 def test_unresolvable_gateway_is_not_known_either_way():
-    outcome = asyncio.run(_run(tls_tcp443, 443, gateways=("no-such-host.invalid",)))
-    assert outcome.reason is Reason.RESOLVE_FAILED and _only(outcome)["reachable"] is None
+    outcome = asyncio.run(_run(tls_tcp443, 443, gateway="no-such-host.invalid"))
+    assert outcome.reason is Reason.RESOLVE_FAILED and outcome.evidence.reachable is None
 
 
-def test_every_gateway_reported_and_the_first_failure_decides(pki, trust_test_ca):
+def test_every_gateway_reported_and_the_failure_decides(pki, trust_test_ca):
     async def run():
         server, port = await _start(_silent, pki.context(pki.good))
         async with server:
             # 127.0.0.2 is loopback too, but the server listens on 127.0.0.1 only: refused.
-            return await _run(tls_tcp443, port, gateways=(LOCALHOST, "127.0.0.2"))
-    outcome = asyncio.run(run())
-    first, second = outcome.evidence["gateways"]
-    assert first["reachable"] is True and second["result"] == "connection_refused"
-    assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.CONNECTION_FAILED)
-    assert outcome.detail.startswith("127.0.0.2: ")
+            return await run_checks([_on_port(tls_tcp443, port)], Targets(gateways=(LOCALHOST, "127.0.0.2")), 3.0)
+    (run,) = asyncio.run(run())
+    first, second = run.results
+    assert (first.target.name, second.target.name) == (LOCALHOST, "127.0.0.2")
+    assert first.evidence.reachable is True and second.evidence.result == "connection_refused"
+    assert (run.status, run.reason) == (Status.FAIL, Reason.CONNECTION_REFUSED)
+    assert run.detail.startswith("127.0.0.2: ")
 
 
 # ---------------------------------------------------------------------------------------
@@ -410,7 +419,7 @@ def _against_responder(module, which: int, **kwargs) -> Outcome:
     async def run():
         servers = await serve_tls("127.0.0.1", (0, 0))
         try:
-            return await _run(module, servers[which].sockets[0].getsockname()[1], gateways=("127.0.0.1",), **kwargs)
+            return await _run(module, servers[which].sockets[0].getsockname()[1], gateway="127.0.0.1", **kwargs)
         finally:
             for server in servers:
                 server.close()
@@ -419,24 +428,25 @@ def _against_responder(module, which: int, **kwargs) -> Outcome:
 
 def test_sstp_against_the_responder():
     outcome = _against_responder(sstp, 0)
-    gateway = _only(outcome)
+    gateway, own = outcome.evidence, outcome.evidence.exchange
     assert (outcome.status, outcome.reason) == (Status.OK, Reason.SUCCESS)
-    assert gateway["status_line"] == "HTTP/1.1 200" and gateway["status"] == 200
-    assert ["Content-Length", "18446744073709551615"] in gateway["headers"]
-    assert gateway["sstp_content_length"] is True
-    assert gateway["correlation_id"].startswith("{") and len(gateway["correlation_id"]) == 38
-    assert gateway["verified"] is False and gateway["verify_error"]  # recorded, not judged
+    assert own.answer["status_line"] == "HTTP/1.1 200" and own.answer["status"] == 200
+    assert ["Content-Length", "18446744073709551615"] in own.answer["headers"]
+    assert own.sstp_content_length is True
+    assert own.correlation_id.startswith("{") and len(own.correlation_id) == 38
+    assert gateway.verified is False and gateway.verify_error  # recorded, not judged
 
 
 @pytest.mark.parametrize("answer", [b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
                                     b"HTTP/1.1 400 Bad Request\r\nServer: nginx\r\n\r\n"])
 def test_sstp_against_a_plain_https_server(pki, trust_test_ca, answer):
     outcome = check_against(sstp, _answering(answer), pki.context(pki.good))
-    gateway = _only(outcome)
-    assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.NOT_SUPPORTED)
-    assert gateway["result"] == "unexpected_status" and gateway["reachable"] is False
-    assert gateway["status_line"] == answer.split(b"\r\n")[0].decode() and "not an SSTP server" in gateway["detail"]
-    assert gateway["verified"] is True
+    gateway = outcome.evidence
+    assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.UNEXPECTED_STATUS)
+    assert gateway.result == "unexpected_status" and gateway.reachable is False
+    assert gateway.exchange.answer["status_line"] == answer.split(b"\r\n")[0].decode()
+    assert "not an SSTP server" in outcome.detail
+    assert gateway.verified is True
 
 
 @pytest.mark.parametrize("answer, words", [
@@ -448,14 +458,14 @@ def test_sstp_against_a_plain_https_server(pki, trust_test_ca, answer):
 def test_sstp_garbage_answer_is_an_invalid_response(pki, trust_test_ca, answer, words):
     outcome = check_against(sstp, _answering(answer), pki.context(pki.good))
     assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.INVALID_RESPONSE)
-    assert words in _only(outcome)["detail"]
+    assert words in outcome.detail
 
 
 def test_sstp_silence_after_the_request_is_no_response(pki, trust_test_ca):
     # Long enough for the TLS handshake and the request on a loaded machine: the silence is after them.
     outcome = check_against(sstp, _silent, pki.context(pki.good), timeout=2.0)
     assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.NO_RESPONSE)
-    assert "exchange with" in _only(outcome)["detail"]
+    assert "exchange with" in outcome.detail
 
 
 def test_sstp_through_a_passthrough_proxy():
@@ -466,34 +476,35 @@ def test_sstp_through_a_passthrough_proxy():
         proxy, proxy_port = await _start(_connect_proxy("tunnel", seen))
         try:
             async with proxy:
-                return await _run(sstp, servers[0].sockets[0].getsockname()[1], gateways=("127.0.0.1",),
+                return await _run(sstp, servers[0].sockets[0].getsockname()[1], gateway="127.0.0.1",
                                   proxy=f"http://127.0.0.1:{proxy_port}")
         finally:
             for server in servers:
                 server.close()
     outcome = asyncio.run(run())
-    assert outcome.status is Status.OK and _only(outcome)["path"] == "proxy"
+    assert outcome.status is Status.OK and outcome.evidence.path == "proxy"
 
 
 def test_health_probe_against_the_responder():
     outcome = _against_responder(gateway_health, 1)
-    gateway = _only(outcome)
+    gateway, own = outcome.evidence, outcome.evidence.exchange
     assert (outcome.status, outcome.reason) == (Status.OK, Reason.SUCCESS)
-    assert gateway["status"] == 200 and "xcheck responder" in gateway["body_excerpt"]
-    assert gateway["tls_version"] and gateway["certificate_subject"].startswith("CN=")
+    assert own.answer["status"] == 200 and "xcheck responder" in own.body_excerpt
+    assert gateway.tls_version and own.certificate_subject.startswith("CN=")
 
 
 def test_health_probe_404(pki, trust_test_ca):
     outcome = check_against(gateway_health, _answering(b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot here!"),
                             pki.context(pki.good))
-    gateway = _only(outcome)
-    assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.NOT_SUPPORTED)
-    assert gateway["status"] == 404 and gateway["body_excerpt"] == "not here!" and gateway["reachable"] is False
+    gateway = outcome.evidence
+    assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.UNEXPECTED_STATUS)
+    assert gateway.exchange.answer["status"] == 404 and gateway.exchange.body_excerpt == "not here!"
+    assert gateway.reachable is False
 
 
 def test_health_probe_is_not_sstp_on_the_responder():
     outcome = _against_responder(sstp, 1)  # the health port answers SSTP_DUPLEX_POST with 404
-    assert outcome.reason is Reason.NOT_SUPPORTED and _only(outcome)["status"] == 404
+    assert outcome.reason is Reason.UNEXPECTED_STATUS and outcome.evidence.exchange.answer["status"] == 404
 
 
 # ---------------------------------------------------------------------------------------
@@ -569,7 +580,7 @@ def test_responder_uses_a_given_certificate(pki, tmp_path):
         finally:
             for server in servers:
                 server.close()
-    assert _only(asyncio.run(run()))["certificate"]["sha256"] == pki.good.fingerprint()
+    assert asyncio.run(run()).evidence.exchange.certificate["sha256"] == pki.good.fingerprint()
 
 
 # ---------------------------------------------------------------------------------------

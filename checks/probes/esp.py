@@ -128,5 +128,6 @@ CHECK = Check(
     name="esp",
     summary="ESP (IP protocol 50) to each gateway: echoed by `xcheck responder`, refused by ICMP, or unknown",
     scope=Scope.GATEWAY,
+    evidence=EspEvidence,
     probe=probe,
 )

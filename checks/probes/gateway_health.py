@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from checks.contract import Check, CheckContext, Outcome, Reason, Scope
-from checks.transport.tls_client import TlsSession, probe_target, read_response
+from checks.transport.tls_client import TlsEvidence, TlsSession, probe_target, read_response
 
 PORT = 8081
 PATH = "/healthprobe"
@@ -47,6 +47,11 @@ class HealthProbeEvidence:
     certificate_subject: str | None
 
 
+@dataclass(frozen=True)
+class TlsHealthProbeEvidence(TlsEvidence):
+    exchange: HealthProbeEvidence | None = None
+
+
 async def _get_healthprobe(ctx: CheckContext, gateway: str, session: TlsSession) -> tuple[Reason, str, HealthProbeEvidence]:
     session.writer.write(f"GET {PATH} HTTP/1.1\r\nHost: {gateway}:{PORT}\r\nUser-Agent: xcheck\r\n"
                          "Accept: */*\r\nConnection: close\r\n\r\n".encode("ascii"))
@@ -60,12 +65,13 @@ async def _get_healthprobe(ctx: CheckContext, gateway: str, session: TlsSession)
 
 
 async def probe(ctx: CheckContext, port: int = PORT) -> Outcome:
-    return await probe_target(ctx, port, _get_healthprobe)
+    return await probe_target(ctx, port, _get_healthprobe, TlsHealthProbeEvidence)
 
 
 CHECK = Check(
     name="gateway_health",
     summary="Gateway health probe: GET https://GATEWAY:8081/healthprobe answered with HTTP 200",
     scope=Scope.GATEWAY,
+    evidence=TlsHealthProbeEvidence,
     probe=probe,
 )

@@ -138,7 +138,7 @@ async def _ikev2_exchanges(ctx: CheckContext, ike: ModuleType, udp: UdpProbe, lo
         if answer is None or len(exchanges) > MAX_FOLLOW_UPS or ctx.clock() >= deadline:
             return exchanges
         tried_groups = {r.dh_group for r, _ in exchanges}
-        if answer.notify_type == ike.INVALID_KE_PAYLOAD and answer.requested_group in offer.ikev2_groups() \
+        if answer.notify_type == ike.INVALID_KE_PAYLOAD and answer.requested_group in offer.ikev2_groups \
                 and answer.requested_group not in tried_groups:
             request = request.with_group(answer.requested_group)
         elif answer.notify_type == ike.COOKIE and answer.cookie is not None and request.cookie is None:
@@ -206,4 +206,5 @@ def _step(request: IkeSaInit | MainModeRequest, exchange: UdpExchange[IkeAnswer]
 
 def check(name: str, variant: IkeVariant, summary: str) -> Check:
     """One row of the registry over this probe."""
-    return Check(name=name, summary=summary, scope=Scope.GATEWAY, probe=probe_with(variant), prepare=prepare)
+    return Check(name=name, summary=summary, scope=Scope.GATEWAY, probe=probe_with(variant), evidence=IkeEvidence,
+                 prepare=prepare)

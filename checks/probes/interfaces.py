@@ -98,5 +98,6 @@ CHECK = Check(
     name="interfaces",
     summary="addresses of every interface that is up, classified; source address toward each target",
     scope=Scope.HOST,
+    evidence=InterfacesEvidence,
     probe=probe,
 )

@@ -54,6 +54,7 @@ CHECK = Check(
     name="latency",
     summary="TCP connect and UDP round trips to the far end (--iperf): p50/p90/p99, jitter, loss",
     scope=Scope.FAR_END,
+    evidence=LatencyEvidence,
     probe=probe,
     budget_seconds=_budget,
 )

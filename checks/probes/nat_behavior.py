@@ -185,6 +185,7 @@ CHECK = Check(
     name="nat_behavior",
     summary="RFC 5780 NAT mapping and filtering behaviour, with a server that returns OTHER-ADDRESS",
     scope=Scope.STUN_SERVER,
+    evidence=NatBehaviorEvidence,
     probe=probe,
     depends_on=("stun_binding",),
     every_target=False,  # one server that supports RFC 5780 is enough

@@ -428,7 +428,8 @@ async def probe(ctx: CheckContext) -> Outcome:
 
 CHECK = Check(
     name="path_mtu",
-    summary="Path MTU toward each gateway (DF probes answered by the target), against Azure's 1400-byte limit",
+    summary="Path MTU toward each gateway (DF probes answered by the target); the rule set compares it with Azure's limit",
     scope=Scope.GATEWAY,
+    evidence=PathMtuEvidence,
     probe=probe,
 )

@@ -18,7 +18,7 @@ from typing import Any
 
 from checks.contract import Check, CheckContext, Outcome, Reason, Scope
 from checks.protocols.sstp import SSTP_CONTENT_LENGTH, duplex_post, why_not_sstp
-from checks.transport.tls_client import TlsSession, probe_target, read_response
+from checks.transport.tls_client import TlsEvidence, TlsSession, probe_target, read_response
 
 PORT = 443
 
@@ -29,6 +29,11 @@ class SstpEvidence:
     correlation_id: str
     # sstp-client refuses a 200 with any other value; Windows servers always send it.
     sstp_content_length: bool | None
+
+
+@dataclass(frozen=True)
+class TlsSstpEvidence(TlsEvidence):
+    exchange: SstpEvidence | None = None
 
 
 async def _duplex_post(ctx: CheckContext, gateway: str, session: TlsSession) -> tuple[Reason, str, SstpEvidence]:
@@ -48,12 +53,13 @@ async def _duplex_post(ctx: CheckContext, gateway: str, session: TlsSession) -> 
 
 
 async def probe(ctx: CheckContext, port: int = PORT) -> Outcome:
-    return await probe_target(ctx, port, _duplex_post)
+    return await probe_target(ctx, port, _duplex_post, TlsSstpEvidence)
 
 
 CHECK = Check(
     name="sstp",
     summary="SSTP on TCP 443 to each gateway: SSTP_DUPLEX_POST over TLS answered 200 with MS-SSTP's Content-Length",
     scope=Scope.GATEWAY,
+    evidence=TlsSstpEvidence,
     probe=probe,
 )

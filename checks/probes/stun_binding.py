@@ -106,6 +106,7 @@ CHECK = Check(
     name="stun_binding",
     summary="STUN Binding (RFC 8489) to every server from one socket: reflexive address, NAT or not",
     scope=Scope.STUN_SERVER,
+    evidence=BindingEvidence,
     probe=probe,
     every_target=False,  # servers stand in for each other: one answer is enough
     session=_session,

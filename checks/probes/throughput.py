@@ -178,6 +178,7 @@ CHECK = Check(
     name="throughput",
     summary="iperf3-compatible throughput to the far end (--iperf), upload and download, latency under load",
     scope=Scope.FAR_END,
+    evidence=ThroughputEvidence,
     probe=probe,
     loads_path=True,  # after the others: the load would skew what they measure
     budget_seconds=_budget,

@@ -16,7 +16,7 @@ from typing import Any
 
 from checks.contract import Check, CheckContext, Outcome, Reason, Scope
 from checks.transport.addressing import is_ip_literal
-from checks.transport.tls_client import UNKNOWN_ISSUER_VERIFY_CODES, TlsSession, probe_target
+from checks.transport.tls_client import TlsEvidence, UNKNOWN_ISSUER_VERIFY_CODES, TlsSession, probe_target
 
 PORT = 443
 
@@ -29,6 +29,11 @@ class CertificateEvidence:
     fingerprint_matches: bool | None
     interception_suspected: bool | None
     interception_evidence: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TlsCertificateEvidence(TlsEvidence):
+    exchange: CertificateEvidence | None = None
 
 
 def interception_evidence(gateway: str, session: TlsSession, expected_sha256: str | None) -> list[str]:
@@ -84,12 +89,13 @@ def _normalised(fingerprint: str | None) -> str | None:
 
 
 async def probe(ctx: CheckContext, port: int = PORT) -> Outcome:
-    return await probe_target(ctx, port, _describe)
+    return await probe_target(ctx, port, _describe, TlsCertificateEvidence)
 
 
 CHECK = Check(
     name="tls_tcp443",
     summary="TLS on TCP 443 to each gateway: handshake, certificate, chain, fingerprint, interception",
     scope=Scope.GATEWAY,
+    evidence=TlsCertificateEvidence,
     probe=probe,
 )

@@ -285,8 +285,8 @@ class MainModeRequest:
             ISAKMP_payload_Transform(
                 next_payload=TRANSFORM_MORE if number < len(offer.ikev1) else PAYLOAD_NONE,
                 transform_count=number, transform_id=1,
-                transforms=[(name, value) for name, value in zip(_IKEV1_ATTRIBUTES, _ikev1_transform(suite))]
-                + [("LifeType", "Seconds"), ("LifeDuration", offer.lifetime_seconds)])
+                transforms=[*zip(_IKEV1_ATTRIBUTES, _ikev1_transform(suite)), ("LifeType", "Seconds"),
+                            ("LifeDuration", offer.lifetime_seconds)])
             for number, suite in enumerate(offer.ikev1, start=1)
         ]
         proposal = ISAKMP_payload_Proposal(proposal=1, proto=PROTOCOL_IKE, trans_nb=len(transforms),

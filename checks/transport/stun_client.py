@@ -193,7 +193,8 @@ class StunClient(UdpSocket):
         if stray and exchange.attempts and exchange.result in (UdpResult.NO_RESPONSE, UdpResult.TIMEOUT):
             detail = f"no valid answer to {exchange.attempts} requests; {stray} datagrams from there matched no request"
             return BindingAnswer(AnswerKind.INVALID_RESPONSE, server, exchange.attempts, detail)
-        return BindingAnswer(AnswerKind(exchange.result), server, exchange.attempts, exchange.detail, icmp=exchange.icmp)
+        return BindingAnswer(AnswerKind(exchange.result), server, exchange.attempts, exchange.detail,
+                             icmp=exchange.icmp)
 
 
 def _validate_response(

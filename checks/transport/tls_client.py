@@ -266,14 +266,15 @@ class TlsEvidence:
     exchange: Any = None  # the check's own frozen evidence
 
 
-async def probe_target(ctx: CheckContext, port: int, exchange: Exchange) -> Outcome:
-    """Run `exchange` over a fresh TLS session to ctx.target: ok when it succeeds, else why not."""
+async def probe_target(ctx: CheckContext, port: int, exchange: Exchange, kind: type[TlsEvidence]) -> Outcome:
+    """Run `exchange` over a fresh TLS session to ctx.target: ok when it succeeds, else why not.
+    `kind` is the check's TlsEvidence, typed with what its exchange records."""
     gateway = ctx.target.host
     try:
         proxy = Proxy.parse(ctx.targets.proxy) if ctx.targets.proxy else None
     except ValueError as exc:  # config validates the proxy; this guards direct callers
         return Outcome.fail(Reason.INVALID_TARGET, str(exc),
-                            TlsEvidence(None, port, None, Reason.INVALID_TARGET, "proxy"))
+                            kind(None, port, None, Reason.INVALID_TARGET, "proxy"))
     fields: dict[str, Any] = {"path": "proxy" if proxy else "direct", "proxy": str(proxy) if proxy else None}
     address = None
     own = None
@@ -303,7 +304,7 @@ async def probe_target(ctx: CheckContext, port: int, exchange: Exchange) -> Outc
     except ProbeFailure as failure:
         result, detail = failure.result, failure.detail
     ctx.logger.debug("%s:%d: %s %s", gateway, port, result, detail)
-    evidence = TlsEvidence(address, port, REACHABLE.get(result, False), result, exchange=own, **fields)
+    evidence = kind(address, port, REACHABLE.get(result, False), result, exchange=own, **fields)
     if result is Reason.SUCCESS:
         return Outcome.ok(evidence, detail)
     return Outcome.fail(result, detail, evidence)

@@ -272,7 +272,8 @@ class UdpSocket:
         unproven = unproven_silence(first_sent_at, self._clock(), first_rto)
         if unproven is not None:
             return UdpExchange(UdpResult.TIMEOUT, target, attempts, unproven)
-        return UdpExchange(UdpResult.NO_RESPONSE, target, attempts, f"no answer to {attempts} datagrams and no ICMP error")
+        return UdpExchange(UdpResult.NO_RESPONSE, target, attempts,
+                           f"no answer to {attempts} datagrams and no ICMP error")
 
 
 class UdpProbe(UdpSocket):

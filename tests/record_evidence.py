@@ -1,0 +1,230 @@
+"""Record whole `xcheck run` reports in the lab, for the tests that feed facts, verdicts and
+renderings from evidence real checks produced (tests/recorded.py reads them back).
+
+    cd /work/main && .venv/bin/python tests/record_evidence.py [SCENARIO ...]
+
+Run as root, with the lab's peers installed (.ci/run: coturn, strongswan-charon,
+strongswan-swanctl, iperf3). Each scenario builds a lab (tests/lab.py: onprem, a Linux router,
+the cloud with coturn), starts the real peers it names (`xcheck responder`, strongSwan's charon,
+a stock `iperf3 -s`), changes the router as it says, and runs the real
+`xcheck run --format json` in onprem. The whole report is written to
+tests/fixtures/assessments/<scenario>.json with one key added beside the report's own:
+"recorded" = {"scenario", "command", "date", "lab"}, which says where it came from (a report
+may carry more fields, so the file still validates against the report schema). Without
+arguments every scenario is recorded anew; figures (ports, times, rates) differ each time,
+and the tests assert only what holds for any recording of the scenario.
+
+Only lab addresses are used: 198.51.100.0/24, 203.0.113.0/24, 10.0.0.0/24, 100.64.0.0/24.
+Every scenario names its STUN servers (or none): the default public ones are never contacted.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import XCHECK, validate_report  # noqa: E402
+from lab import Lab  # noqa: E402
+from test_lab_gateway import start_responder  # noqa: E402
+from test_lab_ike import charon  # noqa: E402
+from test_lab_throughput import wait_listening  # noqa: E402
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "assessments"
+PRIMARY, ALTERNATE, PLAIN = "203.0.113.10", "203.0.113.11", "203.0.113.20"
+# Each check's deadline: the IKE checks import scapy inside it; a dropped port costs all of it.
+TIMEOUT = ("--timeout", "5")
+# Not the certificate of any responder: a gateway that shows another one looks re-signed.
+WRONG_PIN = "00" * 32
+
+
+@dataclass(frozen=True)
+class Scenario:
+    lab: str  # one line for "recorded.lab"
+    args: tuple[str, ...]  # after `xcheck run --format json`
+    nat: str = "masquerade"
+    udp: str = "open"
+    stun: str = "rfc5780"
+    extra_plain_stun: int = 0
+    setup: Callable[[Lab, ExitStack], None] = lambda lab, peers: None  # peers: what to stop with the lab
+    config: str | None = None  # a config file's text, passed as --config
+
+
+Setup = Callable[[Lab, ExitStack], None]
+
+
+def responder(address: str) -> Setup:
+    return lambda lab, peers: start_responder(lab, address=address)
+
+
+def strongswan(lab: Lab, peers: ExitStack) -> None:
+    peers.enter_context(charon(lab))
+
+
+def iperf3_server(*extra: str) -> Setup:
+    def start(lab: Lab, peers: ExitStack) -> None:
+        lab.spawn(lab.cloud, ["iperf3", "-s", "-B", PRIMARY, "-p", "5201", *extra],
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_listening(lab, 5201)
+    return start
+
+
+def router(*commands: tuple[str, ...]) -> Setup:
+    def change(lab: Lab, peers: ExitStack) -> None:
+        # Linux rate-limits ICMP errors; the lab's router must not turn a REJECT into silence.
+        lab.run(lab.router, ["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"], check=True)
+        for command in commands:
+            lab.run(lab.router, list(command), check=True)
+    return change
+
+
+def onprem(*commands: tuple[str, ...]) -> Setup:
+    return lambda lab, peers: [lab.run(lab.onprem, list(command), check=True) for command in commands]
+
+
+def cloud_link(mtu: int) -> Setup:
+    return lambda lab, peers: [lab.run(lab.router, ["ip", "link", "set", lab.router_wan_if, "mtu", str(mtu)], check=True),
+                               lab.run(lab.cloud, ["ip", "link", "set", lab.cloud_if, "mtu", str(mtu)], check=True)]
+
+
+def both(*steps: Setup) -> Setup:
+    return lambda lab, peers: [step(lab, peers) for step in steps]
+
+
+def reject(*match: str) -> tuple[str, ...]:
+    return ("iptables", "-A", "FORWARD", *match)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "public-responder": Scenario(
+        "onprem 198.51.100.2 routed without NAT; coturn RFC 5780 at 203.0.113.10/.11; `xcheck responder` at "
+        "203.0.113.10 as gateway and far end (AzureCT stages of 1, 6 and 16 streams, 1 s each)",
+        ("--stun", PRIMARY, "--gateway", PRIMARY, "--iperf", PRIMARY, "--throughput-profile", "azurect",
+         "--throughput-seconds", "1", *TIMEOUT),
+        nat="public", setup=responder(PRIMARY)),
+    "nat-strongswan": Scenario(
+        "onprem 10.0.0.2 behind MASQUERADE; coturn RFC 5780 at 203.0.113.10/.11 and a plain coturn at "
+        "203.0.113.20; strongSwan charon 5.9.8 at 203.0.113.10 as gateway (IKEv2, PSK, "
+        "aes256-sha256-modp2048; nothing on TCP 443 or 8081); stock iperf3 -s at 203.0.113.10 as far end, "
+        "latency only (--no-throughput)",
+        ("--stun", PRIMARY, "--stun", PLAIN, "--gateway", PRIMARY, "--iperf", PRIMARY, "--no-throughput", *TIMEOUT),
+        extra_plain_stun=1, setup=both(strongswan, iperf3_server())),
+    "public-strongswan": Scenario(
+        "onprem 198.51.100.2 routed without NAT; a plain coturn (no RFC 5780) at 203.0.113.10; strongSwan "
+        "charon 5.9.8 as gateway, probed at 203.0.113.11",
+        ("--stun", PRIMARY, "--gateway", ALTERNATE, *TIMEOUT),
+        nat="public", stun="plain", setup=strongswan),
+    "cgnat": Scenario(
+        "onprem 100.64.0.2 (RFC 6598 carrier NAT space) behind MASQUERADE; coturn RFC 5780 at 203.0.113.10/.11",
+        ("--stun", PRIMARY, *TIMEOUT), nat="cgnat"),
+    "symmetric-nat": Scenario(
+        "onprem 10.0.0.2 behind MASQUERADE --random-fully (a new port per destination); coturn RFC 5780 at "
+        "203.0.113.10/.11 and a plain coturn at 203.0.113.20",
+        ("--stun", PRIMARY, "--stun", PLAIN, *TIMEOUT), nat="random-fully", extra_plain_stun=1),
+    "udp-dropped": Scenario(
+        "onprem 10.0.0.2 behind MASQUERADE; the router DROPs all forwarded UDP; coturn RFC 5780 at "
+        "203.0.113.10/.11",
+        ("--stun", PRIMARY, *TIMEOUT), udp="drop"),
+    "refused-at-router": Scenario(
+        "onprem 10.0.0.2 behind MASQUERADE; `xcheck responder` at 203.0.113.11 as gateway; the router REJECTs "
+        "TCP 443 and 8081 with a TCP reset, UDP 500 and 4500 with ICMP port unreachable, and ESP with ICMP "
+        "administratively prohibited; coturn RFC 5780 at 203.0.113.10/.11",
+        ("--stun", PRIMARY, "--gateway", ALTERNATE, *TIMEOUT),
+        setup=both(responder(ALTERNATE), router(
+            reject("-p", "tcp", "-m", "multiport", "--dports", "443,8081", "-j", "REJECT", "--reject-with", "tcp-reset"),
+            reject("-p", "udp", "-m", "multiport", "--dports", "500,4500", "-j", "REJECT", "--reject-with",
+                   "icmp-port-unreachable"),
+            reject("-p", "esp", "-j", "REJECT", "--reject-with", "icmp-admin-prohibited")))),
+    "two-gateways": Scenario(
+        "onprem 10.0.0.2 behind MASQUERADE; coturn RFC 5780 at 203.0.113.10/.11; two gateways: "
+        "`xcheck responder` at 203.0.113.10, and 203.0.113.11 where only coturn listens",
+        ("--stun", PRIMARY, "--gateway", PRIMARY, "--gateway", ALTERNATE, *TIMEOUT), setup=responder(PRIMARY)),
+    "narrow-path": Scenario(
+        "onprem 10.0.0.2 behind MASQUERADE; the router-cloud link has an MTU of 1400 bytes (both ends); "
+        "`xcheck responder` at 203.0.113.11 as gateway; coturn RFC 5780 at 203.0.113.10/.11",
+        ("--stun", PRIMARY, "--gateway", ALTERNATE, *TIMEOUT),
+        setup=both(cloud_link(1400), responder(ALTERNATE))),
+    "pinned-certificate-differs": Scenario(
+        "onprem 10.0.0.2 behind MASQUERADE; `xcheck responder` at 203.0.113.10 as gateway, with its own "
+        "self-signed certificate while the user pinned another SHA-256 (--gateway-fingerprint); coturn RFC 5780",
+        ("--stun", PRIMARY, "--gateway", PRIMARY, "--gateway-fingerprint", WRONG_PIN, *TIMEOUT),
+        setup=responder(PRIMARY)),
+    "download-stalled": Scenario(
+        "onprem 10.0.0.2 behind MASQUERADE; the router shapes the uplink (tbf 50 Mbit/s on its WAN side) and "
+        "drops a TCP connection's packets from port 5201 once more than 20 MB came that way (connbytes), so the "
+        "download stalls; stock iperf3 -s at 203.0.113.10 as far end, 1 stream, 4 s (a stall is data stopped "
+        "for 3 s); coturn RFC 5780",
+        ("--stun", PRIMARY, "--iperf", PRIMARY, "--streams", "1", "--throughput-seconds", "4", *TIMEOUT),
+        setup=both(router(("tc", "qdisc", "add", "dev", Lab.router_wan_if, "root", "tbf", "rate", "50mbit", "burst",
+                           "64kb", "latency", "50ms"),
+                          ("sysctl", "-qw", "net.netfilter.nf_conntrack_acct=1"),
+                          reject("-p", "tcp", "--sport", "5201", "-m", "connbytes", "--connbytes", "20000000:",
+                                 "--connbytes-dir", "reply", "--connbytes-mode", "bytes", "-j", "DROP")),
+                   iperf3_server())),
+    "no-targets": Scenario(
+        "onprem 10.0.0.2 behind MASQUERADE; a config with `stun = []` and no gateway or far end: only the "
+        "host's own interfaces are read",
+        (*TIMEOUT,), stun="none", config="stun = []\n"),
+    "no-network": Scenario(
+        "onprem with every interface down (lo and eth0); a STUN server and a gateway named at 203.0.113.10",
+        ("--stun", PRIMARY, "--gateway", PRIMARY, *TIMEOUT), stun="none",
+        setup=onprem(("ip", "link", "set", "eth0", "down"), ("ip", "link", "set", "lo", "down"))),
+    "no-route": Scenario(
+        "onprem 10.0.0.2 without a default route; a STUN server and a gateway named at 203.0.113.10",
+        ("--stun", PRIMARY, "--gateway", PRIMARY, *TIMEOUT), stun="none",
+        setup=onprem(("ip", "route", "del", "default"))),
+    "unresolvable": Scenario(
+        "onprem 10.0.0.2 without a default route (no name server reachable); the STUN server named "
+        "stun.example.invalid (RFC 2606: never resolves)",
+        ("--stun", "stun.example.invalid", *TIMEOUT), stun="none",
+        setup=onprem(("ip", "route", "del", "default"))),
+}
+
+
+def record(name: str) -> dict:
+    scenario = SCENARIOS[name]
+    args = ["run", "--format", "json", *scenario.args]
+    with Lab(nat=scenario.nat, udp=scenario.udp, stun=scenario.stun,
+             extra_plain_stun=scenario.extra_plain_stun) as lab, ExitStack() as peers, \
+            tempfile.TemporaryDirectory() as directory:
+        config = Path(directory) / "xcheck.toml"
+        if scenario.config is not None:
+            config.write_text(scenario.config)
+        given = ["--config", str(config)] if scenario.config is not None else []
+        scenario.setup(lab, peers)
+        completed = lab.run(lab.onprem, [XCHECK, *args, *given], timeout=300)
+    if completed.returncode != 0 or not completed.stdout.strip():
+        raise SystemExit(f"{name}: xcheck exited {completed.returncode}\n{completed.stderr}")
+    report = validate_report(json.loads(completed.stdout))
+    shown = shlex.join(["xcheck", *args, *(["--config", config.name] if given else [])])
+    report["recorded"] = {
+        "scenario": name,
+        "command": shown + (f"  # {config.name}: {scenario.config.strip()}" if given else ""),
+        "date": datetime.now(timezone.utc).date().isoformat(),
+        "lab": scenario.lab,
+    }
+    (FIXTURES / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def main() -> None:
+    names = sys.argv[1:] or list(SCENARIOS)
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown:
+        raise SystemExit(f"unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        report = record(name)
+        print(f"{name}: {report['summary']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -129,10 +129,18 @@ SCENARIOS: dict[str, Scenario] = {
         "onprem 10.0.0.2 behind MASQUERADE --random-fully (a new port per destination); coturn RFC 5780 at "
         "203.0.113.10/.11 and a plain coturn at 203.0.113.20",
         ("--stun", PRIMARY, "--stun", PLAIN, *TIMEOUT), nat="random-fully", extra_plain_stun=1),
+    "routed-private": Scenario(
+        "onprem 10.0.0.2 routed without NAT (the router's MASQUERADE rule removed; the cloud routes back through "
+        "it): a private address the Internet side sees unchanged; coturn RFC 5780 at 203.0.113.10/.11",
+        ("--stun", PRIMARY, *TIMEOUT), setup=router(("iptables", "-t", "nat", "-F", "POSTROUTING"))),
     "udp-dropped": Scenario(
         "onprem 10.0.0.2 behind MASQUERADE; the router DROPs all forwarded UDP; coturn RFC 5780 at "
         "203.0.113.10/.11",
         ("--stun", PRIMARY, *TIMEOUT), udp="drop"),
+    "cgnat-udp-dropped": Scenario(
+        "onprem 100.64.0.2 (RFC 6598 carrier NAT space) behind MASQUERADE; the router DROPs all forwarded UDP; "
+        "coturn RFC 5780 at 203.0.113.10/.11",
+        ("--stun", PRIMARY, *TIMEOUT), nat="cgnat", udp="drop"),
     "refused-at-router": Scenario(
         "onprem 10.0.0.2 behind MASQUERADE; `xcheck responder` at 203.0.113.11 as gateway; the router REJECTs "
         "TCP 443 and 8081 with a TCP reset, UDP 500 and 4500 with ICMP port unreachable, and ESP with ICMP "
@@ -143,6 +151,11 @@ SCENARIOS: dict[str, Scenario] = {
             reject("-p", "udp", "-m", "multiport", "--dports", "500,4500", "-j", "REJECT", "--reject-with",
                    "icmp-port-unreachable"),
             reject("-p", "esp", "-j", "REJECT", "--reject-with", "icmp-admin-prohibited")))),
+    "esp-dropped": Scenario(
+        "onprem 198.51.100.2 routed without NAT; `xcheck responder` at 203.0.113.11 as gateway; the router DROPs "
+        "ESP; coturn RFC 5780 at 203.0.113.10/.11",
+        ("--stun", PRIMARY, "--gateway", ALTERNATE, *TIMEOUT),
+        nat="public", setup=both(responder(ALTERNATE), router(reject("-p", "esp", "-j", "DROP")))),
     "two-gateways": Scenario(
         "onprem 10.0.0.2 behind MASQUERADE; coturn RFC 5780 at 203.0.113.10/.11; two gateways: "
         "`xcheck responder` at 203.0.113.10, and 203.0.113.11 where only coturn listens",
@@ -169,6 +182,11 @@ SCENARIOS: dict[str, Scenario] = {
                           reject("-p", "tcp", "--sport", "5201", "-m", "connbytes", "--connbytes", "20000000:",
                                  "--connbytes-dir", "reply", "--connbytes-mode", "bytes", "-j", "DROP")),
                    iperf3_server())),
+    "all-dropped": Scenario(
+        "onprem 10.0.0.2 behind MASQUERADE; the router DROPs everything it would forward; a STUN server, a "
+        "gateway and a far end named at 203.0.113.10 (1 s throughput stages)",
+        ("--stun", PRIMARY, "--gateway", PRIMARY, "--iperf", PRIMARY, "--throughput-seconds", "1", *TIMEOUT),
+        setup=router(("iptables", "-P", "FORWARD", "DROP"))),
     "no-targets": Scenario(
         "onprem 10.0.0.2 behind MASQUERADE; a config with `stun = []` and no gateway or far end: only the "
         "host's own interfaces are read",

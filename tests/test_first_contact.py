@@ -5,55 +5,72 @@ reason claims "no STUN server answered" when none was asked."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import pytest
+import recorded
 from conftest import XCHECK, needs_lab, run_xcheck, validate_report
 from lab import Lab
-from test_report import sample_report
 
 from agent.render import first_contact, render_markdown, render_text
 
-# Loopback's discard port: nothing answers there, and nothing leaves the machine.
-SILENT_STUN = "127.0.0.1:9"
+# Loopback's discard port: nothing listens there, and nothing leaves the machine.
+CLOSED_STUN = "127.0.0.1:9"
+_EVERY_GATEWAY_PROBE = "ike_udp500, ike_natt_udp4500, ikev1_udp500, esp, tls_tcp443, sstp, gateway_health, path_mtu"
 
 
-def checks(*ended: tuple[str, str, str]) -> dict:
-    return {"checks": [{"name": "interfaces", "status": "ok", "reason": "success"}]
-            + [{"name": name, "status": status, "reason": reason} for name, status, reason in ended]}
-
-
-@pytest.mark.parametrize(("ended", "sentence"), [
-    ([("stun_binding", "fail", "resolve_failed"), ("nat_behavior", "skipped", "dependency_unavailable")],
+# Reports real runs wrote in the lab (tests/record_evidence.py says how each was made).
+@pytest.mark.parametrize(("scenario", "sentence"), [
+    ("unresolvable",
      "Nothing could be measured: no name resolved, so nothing was sent (stun_binding); check this host's DNS."),
-    ([("stun_binding", "fail", "network_error"), ("ike_udp500", "fail", "network_error")],
+    ("no-route",
      "Nothing could be measured: this host has no route to the targets, or a local firewall refused to send "
-     "(stun_binding, ike_udp500)."),
-    ([("stun_binding", "fail", "no_response"), ("esp", "skipped", "not_permitted"), ("throughput", "fail", "connection_failed")],
+     f"(stun_binding, {_EVERY_GATEWAY_PROBE})."),
+    ("no-network",
+     "Nothing could be measured: this host has no interface with an address (interfaces); this host has no route "
+     f"to the targets, or a local firewall refused to send (stun_binding, {_EVERY_GATEWAY_PROBE})."),
+    ("udp-dropped",
      "Nothing could be measured: nothing answered (stun_binding), so the traffic is dropped on the way or nothing "
-     "listens there; no TCP connection could be made (throughput)."),
-    ([("stun_binding", "skipped", "no_target"), ("latency", "skipped", "no_target")],
+     "listens there."),
+    ("all-dropped",
+     f"Nothing could be measured: nothing answered (stun_binding, {_EVERY_GATEWAY_PROBE}, latency), so the traffic "
+     "is dropped on the way or nothing listens there; no TCP connection could be made (throughput)."),
+    ("no-targets",
      "Nothing was measured beyond this host's own addresses: no STUN server, gateway (--gateway) or far end "
      "(--iperf) was given."),
 ])
-def test_the_sentence_says_why_from_the_reasons(ended, sentence):
-    assert first_contact(checks(*ended)) == sentence
+def test_the_sentence_says_why_from_the_reasons(scenario, sentence):
+    assert first_contact(recorded.report(scenario)) == sentence
 
 
-@pytest.mark.parametrize("ended", [
-    [("stun_binding", "ok", "success")],
-    [("stun_binding", "fail", "invalid_response")],  # a bad answer still came from out there
-    [("stun_binding", "fail", "no_response"), ("ike_udp500", "fail", "port_unreachable")],
-    [("stun_binding", "fail", "resolve_failed"), ("tls_tcp443", "ok", "success")],
-])
-def test_no_sentence_once_anything_out_there_was_reached(ended):
-    assert first_contact(checks(*ended)) is None
+def with_checks_of(scenario: str, other: str, *names: str) -> dict:
+    """The report of `scenario` with the checks named taken from the recording `other`."""
+    report, taken = recorded.report(scenario), {c["name"]: c for c in recorded.report(other)["checks"]}
+    report["checks"] = [taken[c["name"]] if c["name"] in names else c for c in report["checks"]]
+    return report
+
+
+@pytest.mark.parametrize("report", [
+    recorded.report("public-responder"),
+    recorded.report("refused-at-router"),  # every gateway probe refused: refusals come from out there
+    recorded.report("two-gateways"),
+    # A name that did not resolve, but TCP 443 was refused by a host out there: something was reached.
+    with_checks_of("unresolvable", "nat-strongswan", "tls_tcp443"),
+    # Silence from the STUN server, an ICMP port unreachable from a gateway's host.
+    with_checks_of("udp-dropped", "two-gateways", "ike_udp500"),
+], ids=["answered", "refused", "one-gateway-answered", "resolve-failed-but-tcp-refused", "silence-but-icmp"])
+def test_no_sentence_once_anything_out_there_was_reached(report):
+    assert first_contact(report) is None
 
 
 def test_a_measured_report_reads_as_before():
-    report = sample_report()
-    assert first_contact(report) is None
+    report = recorded.report("public-responder")
     assert render_text(report).startswith("xcheck ") and render_markdown(report).startswith("## xcheck")
+
+
+def test_a_recorded_silence_leads_the_text():
+    _leads_with(render_text(recorded.report("all-dropped")), "nothing answered (stun_binding, ike_udp500")
 
 
 def _leads_with(output: str, words: str) -> None:
@@ -63,12 +80,23 @@ def _leads_with(output: str, words: str) -> None:
 
 
 def test_silence_on_a_loopback_port():
-    completed, _ = run_xcheck("run", "--stun", SILENT_STUN, "--timeout", "1", "--format", "text")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # bound, never read: silence, no ICMP
+        silent.bind(("127.0.0.1", 0))
+        server = "127.0.0.1:%d" % silent.getsockname()[1]
+        completed, _ = run_xcheck("run", "--stun", server, "--timeout", "1", "--format", "text")
+        markdown, _ = run_xcheck("run", "--stun", server, "--timeout", "1", "--format", "markdown")
     assert completed.returncode == 0, completed.stderr
     _leads_with(completed.stdout, "nothing answered (stun_binding)")
-    markdown, _ = run_xcheck("run", "--stun", SILENT_STUN, "--timeout", "1", "--format", "markdown")
     lines = markdown.stdout.splitlines()
     assert lines[0].startswith("## xcheck") and lines[2].startswith("**Nothing could be measured: nothing answered")
+
+
+def test_a_closed_loopback_port_is_an_answer():
+    """The host said ICMP port unreachable: something out there was reached, so no sentence."""
+    completed, report = run_xcheck("run", "--stun", CLOSED_STUN, "--timeout", "1", "--format", "json")
+    assert completed.returncode == 0, completed.stderr
+    assert {c["name"]: c["reason"] for c in report["checks"]}["stun_binding"] == "port_unreachable"
+    assert first_contact(report) is None
 
 
 # ---------------------------------------------------------------- a host without a route or DNS

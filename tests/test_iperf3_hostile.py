@@ -36,7 +36,8 @@ from test_lab_throughput import checks, iperf3_server, measure
 from agent.responder.iperf3_server import DEFAULT_MAX_TEST_SECONDS
 from checks.probes import throughput
 from checks.protocols import iperf3
-from checks.contract import CheckContext, Endpoint, Outcome, Reason, Resolver, Status, Targets, ThroughputPlan
+from checks.contract import (CheckContext, Endpoint, Outcome, Reason, Resolver, Status, Targets, ThroughputPlan,
+                             evidence_dict)
 from checks.protocols.iperf3 import COOKIE_SIZE, State, StreamFigures
 from checks.transport.iperf3_client import Failure, TestResult, TestSpec, run_test
 
@@ -190,9 +191,11 @@ def probe(port: int, seconds: float = 0.5) -> Outcome:
     targets = Targets(iperf=Endpoint(LOOPBACK, port), throughput=ThroughputPlan(seconds=seconds, omit_seconds=0,
                                                                                 streams=(1,)))
 
+    (target,) = targets.of_scope(throughput.CHECK.scope)
+
     async def run():
-        ctx = CheckContext(targets=targets, deadline=time.monotonic() + GENEROUS_SECONDS, dependencies={},
-                           resolver=Resolver(), logger=logging.getLogger("test.throughput"))
+        ctx = CheckContext(targets=targets, target=target, deadline=time.monotonic() + GENEROUS_SECONDS,
+                           dependencies={}, resolver=Resolver(), logger=logging.getLogger("test.throughput"))
         return await asyncio.wait_for(throughput.probe(ctx), GENEROUS_SECONDS)
 
     return asyncio.run(run())
@@ -220,11 +223,11 @@ def test_an_honest_server_passes(lying_server, seconds):
     server = lying_server(lambda results: results)
     outcome = probe(server.port, seconds=seconds)
     assert outcome.status == Status.OK, outcome.detail
-    upload = outcome.evidence["stages"][0]
+    upload = outcome.evidence.stages[0]
     claimed = server.honest[0]["streams"][0]
-    assert upload["bytes_received"] == claimed["bytes"] > 0
-    assert upload["duration_seconds"] == pytest.approx(claimed["end_time"], abs=1e-6)
-    assert "disputed" not in upload
+    assert upload.bytes_received == claimed["bytes"] > 0
+    assert upload.duration_seconds == pytest.approx(claimed["end_time"], abs=1e-6)
+    assert upload.disputed is None
 
 
 def halve_bytes(results: dict) -> dict:
@@ -249,9 +252,9 @@ def test_a_server_contradicting_what_we_sent_is_an_invalid_response(lying_server
     server = lying_server(lie)
     outcome = probe(server.port, seconds=seconds)
     assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.INVALID_RESPONSE), outcome.detail
-    stage = outcome.evidence["stages"][0]
-    assert (stage["direction"], stage["ok"], stage["partial"]) == ("upload", False, True)
-    disputed = stage["disputed"]
+    stage = outcome.evidence.stages[0]
+    assert (stage.direction, stage.ok, stage.partial) == ("upload", False, True)
+    disputed = stage.disputed
     claimed = lie(json.loads(json.dumps(server.honest[0])))["streams"][0]
     assert disputed["server"] == {"bytes": claimed["bytes"],
                                   "seconds": pytest.approx(claimed["end_time"] - claimed["start_time"])}
@@ -261,7 +264,7 @@ def test_a_server_contradicting_what_we_sent_is_an_invalid_response(lying_server
     assert contradiction in outcome.detail
     for figure in (disputed["server"]["bytes"], ours["bytes_sent"], ours["bytes_acknowledged"]):
         assert str(figure) in outcome.detail
-    json.dumps(outcome.evidence, allow_nan=False)  # the report stays strict JSON
+    json.dumps(evidence_dict(outcome.evidence), allow_nan=False)  # the report stays strict JSON
 
 
 @pytest.mark.skipif(shutil.which("iperf3") is None, reason="needs iperf3 (apt install iperf3)")
@@ -317,10 +320,10 @@ def test_a_bad_number_or_type_from_the_server_is_an_invalid_response(lying_serve
     outcome = probe(server.port)
     assert time.monotonic() - started < GENEROUS_SECONDS
     assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.INVALID_RESPONSE), outcome.detail
-    stages = outcome.evidence["stages"]
-    assert [(s["direction"], s["ok"]) for s in stages][-1] == (direction, False)
+    stages = outcome.evidence.stages
+    assert [(s.direction, s.ok) for s in stages][-1] == (direction, False)
     assert "server results" in outcome.detail and len(outcome.detail) < 400  # peer text stays bounded
-    json.dumps(outcome.evidence, allow_nan=False)
+    json.dumps(evidence_dict(outcome.evidence), allow_nan=False)
 
 
 @pytest.mark.parametrize("name", ["upload-1-stream", "upload-4-streams", "upload-omit"])
@@ -363,7 +366,8 @@ def test_an_honest_server_behind_a_bloated_queue_passes():
     assert completed.returncode == 0, completed.stderr
     result = checks(report)["throughput"]
     assert result["status"] == "ok", result["detail"]
-    upload = result["evidence"]["stages"][0]
+    (far_end,) = result["results"]
+    upload = far_end["evidence"]["stages"][0]
     assert upload["direction"] == "upload" and upload["duration_seconds"] > 3 + 0.5  # the queue did delay TEST_END
 
 

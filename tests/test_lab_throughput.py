@@ -117,7 +117,8 @@ def test_a_server_killed_mid_test_gives_partial_figures_and_no_hang():
     report = json.loads(out)
     result = checks(report)["throughput"]
     assert result["status"] == "fail" and result["reason"] in ("connection_lost", "no_response")
-    first = result["evidence"]["stages"][0]
+    (far_end,) = result["results"]
+    first = far_end["evidence"]["stages"][0]
     assert first["partial"] is True and first["ok"] is False
     assert waited < 60  # bounded by the stage's deadline, not by TCP's own timeouts (generous for a loaded machine)
 

@@ -52,4 +52,5 @@ def test_every_probe_says_the_host_has_no_route(no_route):
 def test_throughput_says_so_too_without_retrying(no_route):
     checks, _ = run(no_route, "--throughput-seconds", "1")
     assert (checks["throughput"]["status"], checks["throughput"]["reason"]) == ("fail", "network_error"), checks
-    assert checks["throughput"]["evidence"] == {}  # refused before any stage: nothing was attempted
+    # Refused before any stage: nothing was attempted, so there is no evidence (no stages) at all.
+    assert [result["evidence"] for result in checks["throughput"]["results"]] == [None]

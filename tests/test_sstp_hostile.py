@@ -20,7 +20,7 @@ import time
 
 import pytest
 from test_lab_sstp import _pki, _sstpc
-from test_tls import LOCALHOST, _only, _run, _start, check_against, pki, trust_test_ca  # noqa: F401 (fixtures)
+from test_tls import LOCALHOST, _run, _start, check_against, pki, trust_test_ca  # noqa: F401 (fixtures)
 from test_verdicts import req
 
 from agent.facts import derive_facts
@@ -78,10 +78,10 @@ def trickler(first: bytes):
 
 def test_the_answer_ms_sstp_gives_is_an_sstp_server(pki, trust_test_ca):
     outcome = check_against(sstp, web_server(SSTP_ANSWER), pki.context(pki.good), timeout=CHECK_TIMEOUT)
-    gateway = _only(outcome)
+    gateway = outcome.evidence
     assert (outcome.status, outcome.reason) == (Status.OK, Reason.SUCCESS)
-    assert gateway["reachable"] is True and gateway["sstp_content_length"] is True
-    assert gateway["detail"] == "SSTP server: 'HTTP/1.1 200'"
+    assert gateway.reachable is True and gateway.exchange.sstp_content_length is True
+    assert outcome.detail == "SSTP server: 'HTTP/1.1 200'"
 
 
 @pytest.mark.parametrize(("answer", "why"), [
@@ -98,13 +98,13 @@ def test_the_answer_ms_sstp_gives_is_an_sstp_server(pki, trust_test_ca):
 ])
 def test_a_200_that_is_not_sstp_is_an_invalid_response(pki, trust_test_ca, answer, why):
     outcome = check_against(sstp, web_server(answer), pki.context(pki.good), timeout=CHECK_TIMEOUT)
-    gateway = _only(outcome)
+    gateway = outcome.evidence
     assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.INVALID_RESPONSE)
-    assert gateway["result"] == "invalid_response" and gateway["reachable"] is False
-    assert gateway["status"] == 200 and gateway["status_line"] == answer.split(b"\r\n")[0].decode()
-    assert gateway["detail"].startswith("HTTP 200 but not SSTP: ") and why in gateway["detail"]
-    assert len(gateway["detail"]) < 200  # the peer's value is cut, not copied whole
-    assert outcome.detail == f"{LOCALHOST}: {gateway['detail']}"
+    assert gateway.result == "invalid_response" and gateway.reachable is False
+    assert gateway.exchange.answer["status"] == 200
+    assert gateway.exchange.answer["status_line"] == answer.split(b"\r\n")[0].decode()
+    assert outcome.detail.startswith("HTTP 200 but not SSTP: ") and why in outcome.detail
+    assert len(outcome.detail) < 200  # the peer's value is cut, not copied whole
 
 
 @pytest.mark.parametrize(("answer", "why"), [
@@ -120,10 +120,9 @@ def test_a_200_that_is_not_sstp_is_an_invalid_response(pki, trust_test_ca, answe
 ])
 def test_a_head_that_breaks_http_is_an_invalid_response(pki, trust_test_ca, answer, why):
     outcome = check_against(sstp, web_server(answer), pki.context(pki.good), timeout=CHECK_TIMEOUT)
-    gateway = _only(outcome)
     assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.INVALID_RESPONSE)
-    assert gateway["reachable"] is False and why in gateway["detail"]
-    assert len(gateway["detail"]) < 300 and "\x1b" not in gateway["detail"] and "\x00" not in gateway["detail"]
+    assert outcome.evidence.reachable is False and why in outcome.detail
+    assert len(outcome.detail) < 300 and "\x1b" not in outcome.detail and "\x00" not in outcome.detail
 
 
 @pytest.mark.parametrize("first", [b"", b"HTTP/1.1 200\r\nContent-Length: 18446744073709551615\r\nX-Slow: "])
@@ -132,7 +131,7 @@ def test_a_slow_loris_ends_at_the_deadline_as_no_response(pki, trust_test_ca, fi
     outcome = check_against(sstp, trickler(first), pki.context(pki.good), timeout=SLOW_LORIS_TIMEOUT)
     took = time.monotonic() - started
     assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.NO_RESPONSE)
-    assert _only(outcome)["reachable"] is False and "before the deadline" in _only(outcome)["detail"]
+    assert outcome.evidence.reachable is False and "before the deadline" in outcome.detail
     assert took < SLOW_LORIS_TIMEOUT + HANG_BOUND_SECONDS
 
 
@@ -159,7 +158,10 @@ def test_a_web_server_on_443_is_tls_without_sstp_and_p2s_says_so(pki, trust_test
     reach = facts["reachability"]
     assert reach["tls_tcp443"]["reachable"] is True  # TCP 443 is open and speaks TLS
     assert reach["sstp"]["reachable"] is False
-    assert reach["sstp"]["reason"].startswith("invalid_response: localhost: HTTP 200 but not SSTP: Content-Length '13'")
+    assert reach["sstp"]["reason"].startswith("invalid_response: HTTP 200 but not SSTP: Content-Length '13'")
+    [gateway] = reach["sstp"]["gateways"]  # the fact names the gateway that said so
+    assert (gateway["gateway"], gateway["reachable"], gateway["reason"]) == (LOCALHOST, False, "invalid_response")
+    assert gateway["detail"].startswith("HTTP 200 but not SSTP: Content-Length '13'")
 
     current = evaluate(load_ruleset("azure-current"), facts, req())
     assert current["options"]["p2s"]["verdict"] == "conditional"
@@ -207,7 +209,7 @@ def _sstpc_and_xcheck(directory, answer: bytes) -> tuple[str, float | None, Outc
     async def run():
         server, port = await _start(web_server(answer), context)
         async with server:
-            return await _sstpc(port, ca), await _run(sstp, port, gateways=("127.0.0.1",), timeout=CHECK_TIMEOUT)
+            return await _sstpc(port, ca), await _run(sstp, port, gateway="127.0.0.1", timeout=CHECK_TIMEOUT)
 
     (log, past_http_after), outcome = asyncio.run(run())
     print(f"sstpc:\n{log}")

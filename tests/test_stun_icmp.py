@@ -87,8 +87,8 @@ def test_a_refusal_ends_only_the_transactions_sent_where_it_names():
     (first_refused, silence, answered, second_refused), arrivals = asyncio.run(main())
     assert (first_refused.kind, second_refused.kind) == (AnswerKind.PORT_UNREACHABLE,) * 2
     assert answered.kind is AnswerKind.ANSWERED and answered.icmp is None
-    # The refusals (and the failed sends they cause once on a shared socket) are not the silent server's:
-    # it saw every request that went out, retransmitted, and no ICMP error ended it.
+    # The refusals are not the silent server's, nor is the send each of them fails once on the shared
+    # socket (IP_RECVERR): every request went out and reached it, and no ICMP error ended it.
     assert silence.kind is AnswerKind.NO_RESPONSE and silence.icmp is None
     assert 1 <= silence.attempts == arrivals
     assert silence.detail == f"no answer to {arrivals} datagrams and no ICMP error"

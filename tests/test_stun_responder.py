@@ -74,14 +74,15 @@ def test_xcheck_is_answered_by_the_responder_and_never_amplified(alternate, size
     results, sample, server = asyncio.run(main())
     binding = results["stun_binding"]
     assert binding.status is Status.OK, binding.detail
-    assert binding.evidence["servers"][0]["mapped_address"] == "127.0.0.1"
+    assert binding.results[0].evidence.mapped_address == "127.0.0.1"
     assert sample.kind is AnswerKind.ANSWERED, sample.detail
     behavior = results["nat_behavior"]
     if alternate:
         assert behavior.status is Status.OK, behavior.detail
         # No NAT on loopback.
-        assert behavior.evidence["mapping"]["behavior"] == nat_behavior.ENDPOINT_INDEPENDENT
-        assert behavior.evidence["filtering"]["behavior"] == nat_behavior.ENDPOINT_INDEPENDENT
+        discovered = behavior.results[0].evidence
+        assert discovered.mapping.behavior == nat_behavior.ENDPOINT_INDEPENDENT
+        assert discovered.filtering.behavior == nat_behavior.ENDPOINT_INDEPENDENT
     else:
         assert behavior.reason is Reason.NOT_SUPPORTED
     assert set(server.counts) == {"answered"}, server.counts  # none too large, none rate-limited

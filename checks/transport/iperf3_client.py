@@ -3,7 +3,8 @@
 It speaks the protocol of checks/protocols/iperf3.py on a control connection whose every read is
 bounded in size and time, moves the data with the stream pumps of checks/transport/streams.py, and
 holds a server's upload figures against what its own TCP saw. Network outcomes are data (a
-`TestResult` with a closed `Failure`), never exceptions.
+`TestResult` with a closed `Failure`), never exceptions. Over 500 lines with its imports: one test's
+exchange, from the cookie to IPERF_DONE, and the figures taken along it read best as one class.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ class TestResult:
     retransmits: int | None  # sender side; None if unknown
     local_cpu_percent: dict | None  # {"total", "user", "system"} of our stream pumps over the test
     remote_cpu_percent: dict | None  # the server's figures from its results JSON
-    cpu_limited: bool | None  # this host's CPU was the bottleneck (see cpu_limited())
+    cpu_limited: bool | None  # this host's CPU was the bottleneck (see streams.cpu_limited)
     server_results: dict | None  # the server's results JSON as received (evidence)
     intervals: tuple[tuple[float, int], ...]  # (seconds since start, bytes in the interval ending then)
     # Upload figures of the server refused as inconsistent with ours, beside ours:

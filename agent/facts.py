@@ -58,17 +58,26 @@ def public_ipv4(runs: Runs) -> dict[str, Any]:
     }
 
 
-# Any of these came back from the server's side: UDP reaches it (an ICMP port unreachable from
-# the server's host too: the datagram got there, nothing listened).
-_UDP_PASSES = {AnswerKind.ANSWERED, AnswerKind.INVALID_RESPONSE, AnswerKind.ERROR_RESPONSE, AnswerKind.PORT_UNREACHABLE}
+# Any of these came back from the server's side: UDP reaches it.
+_UDP_PASSES = {AnswerKind.ANSWERED, AnswerKind.INVALID_RESPONSE, AnswerKind.ERROR_RESPONSE}
 # Every server silent, or a filter on the way said no: UDP does not get out.
 _UDP_STOPPED = {AnswerKind.NO_RESPONSE, AnswerKind.PROHIBITED}
 
 
+def _udp_kind(server: BindingEvidence) -> AnswerKind:
+    """ICMP port unreachable from the server's own host proves the datagram got there (nothing
+    listened); from anyone else (a router's REJECT) it is a filter's refusal."""
+    if server.result is AnswerKind.PORT_UNREACHABLE:
+        reached = server.address is not None and server.icmp_from == server.address.rsplit(":", 1)[0]
+        return AnswerKind.ANSWERED if reached else AnswerKind.PROHIBITED
+    return server.result
+
+
 def _udp_blocked(sent: Sequence[BindingEvidence]) -> bool | None:
     """Blocked needs every server we sent to to stay silent (or a filter to refuse); anything that
-    came back, even a bad answer, proves UDP passes. A local send error proves neither."""
-    kinds = {s.result for s in sent}
+    came back from a server's side, even a bad answer, proves UDP passes. A local send error
+    proves neither."""
+    kinds = {_udp_kind(s) for s in sent}
     if kinds & _UDP_PASSES:
         return False
     if kinds and kinds <= _UDP_STOPPED:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from conftest import XCHECK, validate_report  # noqa: E402
 from lab import Lab  # noqa: E402
 from test_lab_gateway import start_responder  # noqa: E402
 from test_lab_ike import charon  # noqa: E402
-from test_lab_throughput import wait_listening  # noqa: E402
+from test_lab_throughput import iperf3_server  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "assessments"
 PRIMARY, ALTERNATE, PLAIN = "203.0.113.10", "203.0.113.11", "203.0.113.20"
@@ -44,6 +43,10 @@ PRIMARY, ALTERNATE, PLAIN = "203.0.113.10", "203.0.113.11", "203.0.113.20"
 TIMEOUT = ("--timeout", "5")
 # Not the certificate of any responder: a gateway that shows another one looks re-signed.
 WRONG_PIN = "00" * 32
+
+
+# One step of building a scenario; `peers` stops what it enters before the lab goes.
+Setup = Callable[[Lab, ExitStack], None]
 
 
 @dataclass(frozen=True)
@@ -54,11 +57,8 @@ class Scenario:
     udp: str = "open"
     stun: str = "rfc5780"
     extra_plain_stun: int = 0
-    setup: Callable[[Lab, ExitStack], None] = lambda lab, peers: None  # peers: what to stop with the lab
+    setup: Setup = lambda lab, peers: None
     config: str | None = None  # a config file's text, passed as --config
-
-
-Setup = Callable[[Lab, ExitStack], None]
 
 
 def responder(address: str) -> Setup:
@@ -69,12 +69,8 @@ def strongswan(lab: Lab, peers: ExitStack) -> None:
     peers.enter_context(charon(lab))
 
 
-def iperf3_server(*extra: str) -> Setup:
-    def start(lab: Lab, peers: ExitStack) -> None:
-        lab.spawn(lab.cloud, ["iperf3", "-s", "-B", PRIMARY, "-p", "5201", *extra],
-                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_listening(lab, 5201)
-    return start
+def iperf3(lab: Lab, peers: ExitStack) -> None:
+    iperf3_server(lab)  # a stock `iperf3 -s` at 203.0.113.10:5201
 
 
 def router(*commands: tuple[str, ...]) -> Setup:
@@ -86,21 +82,31 @@ def router(*commands: tuple[str, ...]) -> Setup:
     return change
 
 
+def forward(*rule: str) -> tuple[str, ...]:
+    """A rule appended to the router's FORWARD chain."""
+    return ("iptables", "-A", "FORWARD", *rule)
+
+
 def onprem(*commands: tuple[str, ...]) -> Setup:
-    return lambda lab, peers: [lab.run(lab.onprem, list(command), check=True) for command in commands]
+    def change(lab: Lab, peers: ExitStack) -> None:
+        for command in commands:
+            lab.run(lab.onprem, list(command), check=True)
+    return change
 
 
 def cloud_link(mtu: int) -> Setup:
-    return lambda lab, peers: [lab.run(lab.router, ["ip", "link", "set", lab.router_wan_if, "mtu", str(mtu)], check=True),
-                               lab.run(lab.cloud, ["ip", "link", "set", lab.cloud_if, "mtu", str(mtu)], check=True)]
+    """Both ends of the router-cloud link: a veth drops what exceeds its peer's MTU, ICMP or not."""
+    def change(lab: Lab, peers: ExitStack) -> None:
+        lab.run(lab.router, ["ip", "link", "set", lab.router_wan_if, "mtu", str(mtu)], check=True)
+        lab.run(lab.cloud, ["ip", "link", "set", lab.cloud_if, "mtu", str(mtu)], check=True)
+    return change
 
 
 def both(*steps: Setup) -> Setup:
-    return lambda lab, peers: [step(lab, peers) for step in steps]
-
-
-def reject(*match: str) -> tuple[str, ...]:
-    return ("iptables", "-A", "FORWARD", *match)
+    def each(lab: Lab, peers: ExitStack) -> None:
+        for step in steps:
+            step(lab, peers)
+    return each
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -116,7 +122,7 @@ SCENARIOS: dict[str, Scenario] = {
         "aes256-sha256-modp2048; nothing on TCP 443 or 8081); stock iperf3 -s at 203.0.113.10 as far end, "
         "latency only (--no-throughput)",
         ("--stun", PRIMARY, "--stun", PLAIN, "--gateway", PRIMARY, "--iperf", PRIMARY, "--no-throughput", *TIMEOUT),
-        extra_plain_stun=1, setup=both(strongswan, iperf3_server())),
+        extra_plain_stun=1, setup=both(strongswan, iperf3)),
     "public-strongswan": Scenario(
         "onprem 198.51.100.2 routed without NAT; a plain coturn (no RFC 5780) at 203.0.113.10; strongSwan "
         "charon 5.9.8 as gateway, probed at 203.0.113.11",
@@ -147,15 +153,16 @@ SCENARIOS: dict[str, Scenario] = {
         "administratively prohibited; coturn RFC 5780 at 203.0.113.10/.11",
         ("--stun", PRIMARY, "--gateway", ALTERNATE, *TIMEOUT),
         setup=both(responder(ALTERNATE), router(
-            reject("-p", "tcp", "-m", "multiport", "--dports", "443,8081", "-j", "REJECT", "--reject-with", "tcp-reset"),
-            reject("-p", "udp", "-m", "multiport", "--dports", "500,4500", "-j", "REJECT", "--reject-with",
-                   "icmp-port-unreachable"),
-            reject("-p", "esp", "-j", "REJECT", "--reject-with", "icmp-admin-prohibited")))),
+            forward("-p", "tcp", "-m", "multiport", "--dports", "443,8081", "-j", "REJECT",
+                    "--reject-with", "tcp-reset"),
+            forward("-p", "udp", "-m", "multiport", "--dports", "500,4500", "-j", "REJECT",
+                    "--reject-with", "icmp-port-unreachable"),
+            forward("-p", "esp", "-j", "REJECT", "--reject-with", "icmp-admin-prohibited")))),
     "esp-dropped": Scenario(
         "onprem 198.51.100.2 routed without NAT; `xcheck responder` at 203.0.113.11 as gateway; the router DROPs "
         "ESP; coturn RFC 5780 at 203.0.113.10/.11",
         ("--stun", PRIMARY, "--gateway", ALTERNATE, *TIMEOUT),
-        nat="public", setup=both(responder(ALTERNATE), router(reject("-p", "esp", "-j", "DROP")))),
+        nat="public", setup=both(responder(ALTERNATE), router(forward("-p", "esp", "-j", "DROP")))),
     "two-gateways": Scenario(
         "onprem 10.0.0.2 behind MASQUERADE; coturn RFC 5780 at 203.0.113.10/.11; two gateways: "
         "`xcheck responder` at 203.0.113.10, and 203.0.113.11 where only coturn listens",
@@ -179,9 +186,9 @@ SCENARIOS: dict[str, Scenario] = {
         setup=both(router(("tc", "qdisc", "add", "dev", Lab.router_wan_if, "root", "tbf", "rate", "50mbit", "burst",
                            "64kb", "latency", "50ms"),
                           ("sysctl", "-qw", "net.netfilter.nf_conntrack_acct=1"),
-                          reject("-p", "tcp", "--sport", "5201", "-m", "connbytes", "--connbytes", "20000000:",
-                                 "--connbytes-dir", "reply", "--connbytes-mode", "bytes", "-j", "DROP")),
-                   iperf3_server())),
+                          forward("-p", "tcp", "--sport", "5201", "-m", "connbytes", "--connbytes", "20000000:",
+                                  "--connbytes-dir", "reply", "--connbytes-mode", "bytes", "-j", "DROP")),
+                   iperf3)),
     "all-dropped": Scenario(
         "onprem 10.0.0.2 behind MASQUERADE; the router DROPs everything it would forward; a STUN server, a "
         "gateway and a far end named at 203.0.113.10 (1 s throughput stages)",
@@ -210,25 +217,22 @@ SCENARIOS: dict[str, Scenario] = {
 def record(name: str) -> dict:
     scenario = SCENARIOS[name]
     args = ["run", "--format", "json", *scenario.args]
+    command = shlex.join(["xcheck", *args])
     with Lab(nat=scenario.nat, udp=scenario.udp, stun=scenario.stun,
              extra_plain_stun=scenario.extra_plain_stun) as lab, ExitStack() as peers, \
             tempfile.TemporaryDirectory() as directory:
-        config = Path(directory) / "xcheck.toml"
         if scenario.config is not None:
+            config = Path(directory) / "xcheck.toml"
             config.write_text(scenario.config)
-        given = ["--config", str(config)] if scenario.config is not None else []
+            args += ["--config", str(config)]
+            command += f" --config {config.name}  # {config.name}: {scenario.config.strip()}"
         scenario.setup(lab, peers)
-        completed = lab.run(lab.onprem, [XCHECK, *args, *given], timeout=300)
+        completed = lab.run(lab.onprem, [XCHECK, *args], timeout=300)
     if completed.returncode != 0 or not completed.stdout.strip():
         raise SystemExit(f"{name}: xcheck exited {completed.returncode}\n{completed.stderr}")
     report = validate_report(json.loads(completed.stdout))
-    shown = shlex.join(["xcheck", *args, *(["--config", config.name] if given else [])])
-    report["recorded"] = {
-        "scenario": name,
-        "command": shown + (f"  # {config.name}: {scenario.config.strip()}" if given else ""),
-        "date": datetime.now(timezone.utc).date().isoformat(),
-        "lab": scenario.lab,
-    }
+    report["recorded"] = {"scenario": name, "command": command,
+                          "date": datetime.now(timezone.utc).date().isoformat(), "lab": scenario.lab}
     (FIXTURES / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 

@@ -62,11 +62,13 @@ def test_every_probe_reaches_the_responder(gateway_lab):
     nat = report["facts"]["nat"]
     assert nat["detected"] is (gateway_lab.onprem_address != "198.51.100.2")
     # The stub answers a bare NO_PROPOSAL_CHOSEN, without NAT_DETECTION: no second signal, not a "no"
-    # (tests/test_lab_ike.py compares the two signals against strongSwan).
+    # (against strongSwan, tests/test_lab_ike.py shows it true behind NAT and false without).
     assert nat["ike_detected"] is None
     assert report["facts"]["path_mtu"]["bytes"] == 1500
-    tls = report["facts"]["reachability"]["tls_tcp443"]["evidence"]["gateways"][0]
-    assert tls["chain_verified"] is False and tls["interception_suspected"] is False  # self-signed, not re-signed
+    (tls,) = next(c for c in report["checks"] if c["name"] == "tls_tcp443")["results"]
+    assert [g["gateway"] for g in report["facts"]["reachability"]["tls_tcp443"]["gateways"]] == [GATEWAY]
+    evidence = tls["evidence"]
+    assert evidence["chain_verified"] is False and evidence["exchange"]["interception_suspected"] is False  # self-signed, not re-signed
     assert report["facts"]["tls_interception"] is False
     assert {"current.p2s.sstp-reachable", "current.p2s.tls-reachable"} <= fired(report, "p2s")
     assert {"current.s2s.esp-echoed", "current.s2s.ike-reachable", "current.s2s.mtu-above-azure"} <= fired(report, "s2s")
@@ -83,7 +85,7 @@ def test_tcp_443_blocked_at_the_router(target):
     assert state["tls_tcp443"] is False and state["sstp"] is False
     assert state["gateway_health"] is True  # 8081 still passes
     checks = {c["name"]: c for c in report["checks"]}
-    expected = "no_response" if "DROP" in target else "connection_failed"
+    expected = "no_response" if "DROP" in target else "connection_refused"
     assert checks["tls_tcp443"]["reason"] == expected
     assert "current.p2s.tls-unreachable" in fired(report, "p2s")  # IKEv2 P2S remains (the stub answers IKE)
     assert report["options"]["p2s"]["verdict"] == "conditional"

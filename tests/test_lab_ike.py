@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import needs_lab
+from conftest import needs_lab, run_xcheck
 from lab import Lab
 
 REPO = Path(__file__).resolve().parent.parent
@@ -231,6 +231,25 @@ def test_with_a_public_address_nat_detection_sees_no_nat():
             assert gateway["nat_detected"] is False and gateway["responder_nat_detected"] is False
         charon_saw = log.read_text()
         assert "198.51.100.2 is initiating an IKE_SA" in charon_saw and "behind NAT" not in charon_saw
+
+
+@pytest.mark.parametrize("nat", ["masquerade", "public"])
+def test_xcheck_run_sees_the_nat_through_the_gateways_nat_detection(nat):
+    """`xcheck run --gateway` as a user runs it: facts.nat.ike_detected is strongSwan's NAT_DETECTION
+    verdict, true behind MASQUERADE and false on a public address, as STUN and charon's log say too."""
+    with Lab(nat=nat, stun="plain") as lab, charon(lab) as log:
+        completed, report = run_xcheck("run", "--format", "json", "--stun", GATEWAY, "--gateway", GATEWAY,
+                                       "--timeout", str(PROBE_TIMEOUT_SECONDS), lab=lab, timeout=120)
+        charon_saw = log.read_text()
+    assert completed.returncode == 0, completed.stderr
+    behind = nat == "masquerade"
+    for name in ("ike_udp500", "ike_natt_udp4500"):
+        (result,) = next(c for c in report["checks"] if c["name"] == name)["results"]
+        assert result["status"] == "ok", result
+        assert result["evidence"]["answer"] == "ike_sa_init_response" and result["evidence"]["nat_detected"] is behind
+    assert report["facts"]["nat"]["ike_detected"] is behind
+    assert report["facts"]["nat"]["detected"] is behind  # the STUN server's view agrees
+    assert ("remote host is behind NAT" in charon_saw) is behind  # and so does charon's own NAT-D
 
 
 def test_a_gateway_that_wants_cookies_is_answered_as_rfc_7296_shows():

@@ -39,6 +39,7 @@ class BindingEvidence:
     software: str | None = None
     fingerprint: bool | None = None
     unsolicited_datagrams: int = 0  # on the shared socket so far: answers nobody asked for
+    icmp_from: str | None = None  # who refused with ICMP: the server's host itself, or a filter on the way
 
 
 @dataclass
@@ -79,6 +80,7 @@ def _evidence(local_port: int, answer: BindingAnswer, unsolicited: int) -> Bindi
         software=message.software if message else None,
         fingerprint=message.fingerprint_present if message else None,
         unsolicited_datagrams=unsolicited,
+        icmp_from=answer.icmp.offender if answer.icmp else None,
     )
 
 

@@ -25,8 +25,8 @@ from checks.transport.addressing import AddressClass, classify
 from checks.transport.icmp_errors import IcmpError
 from checks.transport.udp_probe import (
     BACKOFF,
-    Address,
     INITIAL_RTO_SECONDS,
+    Address,
     Datagram,
     Deadline,
     Event,

@@ -222,6 +222,7 @@ def responder(
     """Be the far end: run this on a VM in the virtual network, then `xcheck run --iperf VM`."""
     import asyncio
     import logging
+    import signal
 
     from agent.responder.serve import serve
 
@@ -229,9 +230,18 @@ def responder(
     if problem:
         raise _fail(problem, EXIT_USAGE)
     _log_to_stderr(logging.INFO, "xcheck responder: %(message)s")
+
+    async def until_signalled() -> None:
+        # The process's signals are the entry point's to take, not the server's (tests embed it).
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(listen, stun_port, iperf_port, cert=tls_cert, key=tls_key, alternate=alternate,
+                    max_test_seconds=max_test_seconds, stop=stop)
+
     try:
-        asyncio.run(serve(listen, stun_port, iperf_port, cert=tls_cert, key=tls_key, alternate=alternate,
-                          max_test_seconds=max_test_seconds))
+        asyncio.run(until_signalled())
     except OSError as exc:
         raise _fail(f"cannot listen on {listen}: {exc.strerror or exc}", EXIT_INTERNAL) from None
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from pathlib import Path
 
 from agent.responder.esp_echo import serve_esp_echo
@@ -25,11 +24,8 @@ _log = logging.getLogger("xcheck.responder")
 async def serve(listen: str, stun_port: int, iperf_port: int, tls_ports: tuple[int, int] = (443, 8081),
                 cert: Path | None = None, key: Path | None = None, alternate: str | None = None,
                 stop: asyncio.Event | None = None, max_test_seconds: int = DEFAULT_MAX_TEST_SECONDS) -> None:
-    """Serve until `stop` is set, or SIGTERM / SIGINT arrives."""
+    """Serve until `stop` is set (the CLI sets it on SIGTERM / SIGINT)."""
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     # RFC 5780 needs a second address; the alternate port is the next one, as coturn's.
     stun_alternate = (alternate, stun_port + 1) if alternate else None
     stun_transports, stun_server = await serve_stun(listen, stun_port, stun_alternate, _log.getChild("stun"))
@@ -59,5 +55,3 @@ async def serve(listen: str, stun_port: int, iperf_port: int, tls_ports: tuple[i
         for transport in stun_transports:
             transport.close()
         _log.info("stopped; STUN datagrams: %s", dict(stun_server.counts))
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)

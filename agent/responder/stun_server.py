@@ -113,10 +113,6 @@ class StunServer:
         self.counts["answered"] += 1
         return response, origin
 
-    def answer(self, data: bytes, source: Address, local: Address | None = None) -> bytes | None:
-        answered = self.reply(data, source, local)
-        return answered[0] if answered else None
-
 
 class _Socket(asyncio.DatagramProtocol):
     def __init__(self, server: StunServer, local: Address, transports: dict[Address, asyncio.DatagramTransport]) -> None:

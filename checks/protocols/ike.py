@@ -15,7 +15,9 @@ and warns on stderr, only ever dissects bytes that are known to be well framed; 
 fields it decodes are checked against what the protocol and our request allow. Anything
 else raises `IkeParseError` with the reason, never another exception.
 
-This module imports scapy (about 0.6 s), so it is loaded only when an IKE probe runs.
+This module imports scapy (about 0.6 s), so it is loaded only when an IKE probe runs. Over 500
+lines: IKEv2 and IKEv1 share the framing walk, the strict payload checks and the offer, and a
+split by version would spread one protocol family's rules over two files.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 (checks/transport/iperf3_client.py) and the responder's server (agent/responder/iperf3_server.py) share.
 No I/O: states, the cookie, length-prefixed JSON, parameters and results messages, iperf3's error
 numbers, and the pure rule that holds a server's receiver figures against what the client saw.
+(About 500 lines: the whole protocol as one codec, so client and server cannot drift apart.)
 
 The protocol (esnet/iperf `iperf_api.c`, `iperf_client_api.c`, `iperf_server_api.c`), as
 checked byte for byte against iperf 3.12 on loopback (tests/fixtures/iperf3/):

@@ -35,23 +35,23 @@ def targets(report: dict[str, Any]) -> Targets:
                    gateways=tuple(given["gateways"]))
 
 
+def check_run_of(printed: dict[str, Any], asked: Targets, ended_at: float = 0.0) -> CheckRun:
+    """A check's entry of a report (`CheckRun.to_dict`) back as the run it was, for the targets asked."""
+    check = CHECKS[printed["name"]]
+    by_name = {target.name: target for target in asked.of_scope(check.scope)}
+    results = [TargetResult(check.name, by_name[result["target"]], Status(result["status"]), Reason(result["reason"]),
+                            result["detail"], result["duration_seconds"],
+                            evidence_from_dict(check.evidence, result["evidence"]), ended_at)
+               for result in printed["results"]]
+    # A check with no target to probe has no result: the runner summed it up as skipped itself.
+    nothing = None if results else Outcome(Status(printed["status"]), Reason(printed["reason"]), printed["detail"])
+    return CheckRun.of(check, results, nothing)
+
+
 def runs_of(report: dict[str, Any]) -> list[CheckRun]:
     """Every check of the report as the runner returned it, in the report's order."""
-    asked = targets(report)
-    ended_at = datetime.fromisoformat(report["finished_at"]).timestamp()
-    runs = []
-    for recorded in report["checks"]:
-        check = CHECKS[recorded["name"]]
-        by_name = {target.name: target for target in asked.of_scope(check.scope)}
-        results = [TargetResult(check.name, by_name[result["target"]], Status(result["status"]),
-                                Reason(result["reason"]), result["detail"], result["duration_seconds"],
-                                evidence_from_dict(check.evidence, result["evidence"]), ended_at)
-                   for result in recorded["results"]]
-        # A check with no target to probe has no result: the runner summed it up as skipped itself.
-        nothing = None if results else Outcome(Status(recorded["status"]), Reason(recorded["reason"]),
-                                               recorded["detail"])
-        runs.append(CheckRun.of(check, results, nothing))
-    return runs
+    asked, ended_at = targets(report), datetime.fromisoformat(report["finished_at"]).timestamp()
+    return [check_run_of(printed, asked, ended_at) for printed in report["checks"]]
 
 
 def load(scenario: str) -> tuple[dict[str, Any], list[CheckRun]]:

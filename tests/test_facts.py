@@ -244,7 +244,7 @@ def test_a_failed_stage_keeps_its_partial_figures_in_stages_only():
     stages = recorded.run("download-stalled", "throughput").results[0].evidence.stages
     upload, download = stages
     assert (download.ok, download.partial, str(download.failure)) == (False, True, "stalled")
-    assert download.bits_per_second is not None  # what moved before the stall
+    assert download.bits_per_second is not None  # a partial figure, from before the stall
     throughput = facts_of("download-stalled")["throughput"]
     assert throughput["download_bits_per_second"] is None and throughput["both_directions"] is False
     assert throughput["upload_bits_per_second"] == throughput["path_bits_per_second"] == upload.bits_per_second

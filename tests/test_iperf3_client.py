@@ -224,9 +224,9 @@ def test_a_listener_that_never_answers_is_no_response():
     assert 1.5 <= elapsed <= 2.0 + 10  # waited until the deadline; generous for a loaded machine
 
 
-def test_nothing_listening_is_a_connection_failure():
+def test_nothing_listening_is_a_refused_connection():
     result, elapsed = run(TestSpec(LOOPBACK, free_port(), duration_seconds=1))
-    assert result.failure == Failure.CONNECTION_FAILED and "refused" in result.detail
+    assert result.failure == Failure.CONNECTION_REFUSED and "refused" in result.detail
     assert result.intervals == () and result.local_cpu_percent is None and elapsed < 10  # at once, not at the deadline
 
 

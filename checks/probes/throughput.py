@@ -24,6 +24,7 @@ STAGE_END_GUARD_SECONDS = 2.0
 
 _FAILURE_REASONS = {
     iperf3_client.Failure.CONNECTION_FAILED: Reason.CONNECTION_FAILED,
+    iperf3_client.Failure.CONNECTION_REFUSED: Reason.CONNECTION_REFUSED,
     iperf3_client.Failure.ACCESS_DENIED: Reason.PEER_BUSY,
     iperf3_client.Failure.SERVER_ERROR: Reason.PEER_ERROR,
     iperf3_client.Failure.PROTOCOL_ERROR: Reason.INVALID_RESPONSE,
@@ -128,7 +129,8 @@ async def _stage_with_retries(ctx: CheckContext, ip: str, port: int, plan: Throu
     idle latency sample for a client: refused or busy for a moment is not refused or busy."""
     stage = await _stage(ctx, ip, port, plan, streams, reverse, done_before)
     for pause in BUSY_RETRY_PAUSES_SECONDS:
-        if stage.failure not in (iperf3_client.Failure.CONNECTION_FAILED, iperf3_client.Failure.ACCESS_DENIED):
+        if stage.failure not in (iperf3_client.Failure.CONNECTION_FAILED, iperf3_client.Failure.CONNECTION_REFUSED,
+                                 iperf3_client.Failure.ACCESS_DENIED):
             break
         await asyncio.sleep(pause)
         stage = await _stage(ctx, ip, port, plan, streams, reverse, done_before)

@@ -79,7 +79,8 @@ END_MARGIN_SECONDS = 1.0
 class Failure(enum.StrEnum):
     """How a test can fail. Closed: reports and metrics may enumerate it."""
 
-    CONNECTION_FAILED = "connection_failed"  # could not connect / refused
+    CONNECTION_FAILED = "connection_failed"  # could not connect (no answer, no route, ...)
+    CONNECTION_REFUSED = "connection_refused"  # a reset to our SYN: the host is there, nothing listens
     ACCESS_DENIED = "access_denied"  # server busy
     SERVER_ERROR = "server_error"  # SERVER_ERROR with its i_errno (and errno) in the detail
     PROTOCOL_ERROR = "protocol_error"  # garbage, unexpected state, bad JSON
@@ -292,8 +293,8 @@ class _ClientTest:
         try:
             sock = socket.create_connection((self.spec.host, self.spec.port), timeout=timeout)
         except OSError as exc:
-            raise _Abort(Failure.CONNECTION_FAILED, f"control connection to {self.spec.host}:{self.spec.port}: "
-                                                    f"{exc}") from None
+            failure = Failure.CONNECTION_REFUSED if isinstance(exc, ConnectionRefusedError) else Failure.CONNECTION_FAILED
+            raise _Abort(failure, f"control connection to {self.spec.host}:{self.spec.port}: {exc}") from None
         self.control = ControlChannel(sock, self.clock)
         self._send(self.cookie)
 

@@ -196,10 +196,13 @@ class TargetResult:
 
 # A check over several targets fails with the most telling of their reasons: an answer that
 # breaks the protocol or a refusal says more than silence, silence more than local trouble.
-_TELLING = (Reason.EXCEPTION, Reason.INVALID_RESPONSE, Reason.PEER_ERROR, Reason.PEER_BUSY, Reason.PROHIBITED,
-            Reason.PORT_UNREACHABLE, Reason.CONNECTION_FAILED, Reason.CONNECTION_LOST, Reason.NO_RESPONSE,
-            Reason.NOT_PERMITTED, Reason.NETWORK_ERROR, Reason.RESOLVE_FAILED, Reason.TIMEOUT,
-            Reason.NOT_SUPPORTED, Reason.DEPENDENCY_UNAVAILABLE, Reason.DISABLED, Reason.NO_TARGET)
+_TELLING = (Reason.EXCEPTION, Reason.INVALID_RESPONSE, Reason.TLS_FAILED, Reason.UNEXPECTED_STATUS, Reason.PEER_ERROR,
+            Reason.PEER_BUSY, Reason.PROXY_REFUSED, Reason.PROHIBITED, Reason.PROTOCOL_UNREACHABLE,
+            Reason.PORT_UNREACHABLE, Reason.CONNECTION_REFUSED, Reason.CONNECTION_FAILED, Reason.CONNECTION_LOST,
+            Reason.STALLED, Reason.NO_RESPONSE, Reason.NOT_PERMITTED, Reason.NO_INTERFACES, Reason.NETWORK_ERROR,
+            Reason.RESOLVE_FAILED, Reason.INVALID_TARGET, Reason.TIMEOUT, Reason.NOT_SUPPORTED,
+            Reason.DEPENDENCY_UNAVAILABLE, Reason.DISABLED, Reason.NO_TARGET)
+assert set(_TELLING) == set(Reason) - {Reason.SUCCESS}, "every failing reason has its rank"
 
 
 @dataclass(frozen=True)
@@ -247,7 +250,7 @@ class CheckRun:
         if all(r.status is Status.SKIPPED for r in others) and not succeeded:
             first = others[0]
             return cls(check, results, Status.SKIPPED, first.reason, _details(others), duration)
-        worst = min(others, key=lambda r: _TELLING.index(r.reason) if r.reason in _TELLING else len(_TELLING))
+        worst = min(others, key=lambda r: _TELLING.index(r.reason))
         status = Status.ERROR if worst.status is Status.ERROR else Status.FAIL
         return cls(check, results, status, worst.reason, _details(others), duration)
 

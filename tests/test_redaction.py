@@ -23,18 +23,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from test_facts import binding, interfaces, server
-from test_report import sample_report
+from test_report import report_of, sample_report
 from test_tls import check_against
 
+from agent.assessment import assessment_of
 from agent.config import build_settings
-from agent.facts import derive_facts
 from agent.render import render_json, render_markdown, render_text
 from agent.report import build_report, redact
 from agent.runner import run_checks
-from agent.verdicts import evaluate, load_ruleset
+from agent.verdicts import load_ruleset
+from checks.contract import CheckRun, Endpoint, Scope, Target, TargetResult, Targets
 from checks.probes import tls_tcp443
-from checks.contract import CheckResult, Targets
 from checks.registry import CHECKS
 
 HOST, FQDN, USER, HOME = "lab-host7", "lab-host7.corp.example.net", "alice", "/home/alice"
@@ -55,11 +54,19 @@ def this_host(hostname=HOST, fqdn=FQDN, user=USER, home=HOME, sudo_user=None):
 
 
 def report_with(detail="", evidence=None, hostname=HOST, **requirements):
+    """The recorded NAT site's report, its first check's detail and first result's evidence amended."""
     report = json.loads(json.dumps(sample_report(**requirements)))
     report["host"]["hostname"] = hostname
+    # Without targets, the amended detail is the first string that holds addresses: pseudonyms
+    # are numbered from it (`public-ipv4-1`), as the expectations below read.
+    report["targets"] = {"stun": [], "iperf": None, "gateways": []}
     report["checks"][0]["detail"] = detail
-    report["checks"][0]["evidence"].update(evidence or {})
+    report["checks"][0]["results"][0]["evidence"].update(evidence or {})
     return report
+
+
+def evidence_of(report, check=0, result=0):
+    return report["checks"][check]["results"][result]["evidence"]
 
 
 def outputs(report) -> dict[str, str]:
@@ -69,13 +76,7 @@ def outputs(report) -> dict[str, str]:
 @pytest.mark.parametrize("ruleset", ["azure-current", "azure-2015"])
 def test_an_address_before_a_full_stop_is_hidden(ruleset):
     """The reported leak: "This host has an Internet-facing IPv4 address: 198.51.100.2." kept it."""
-    public = ("198.51.100.2", 40000)
-    results = [interfaces("198.51.100.2"), binding(server(local=public, mapped=public))]
-    facts = derive_facts(results)
-    settings = build_settings({"ruleset": ruleset})
-    verdicts = evaluate(load_ruleset(ruleset), facts, settings.requirements.to_dict())
-    moment = datetime.now(timezone.utc)
-    report = build_report(settings, moment, moment, results, facts, verdicts)
+    report = report_of("public-responder", ruleset)  # the lab site on 198.51.100.2, no NAT
     reason = next(r for r in report["options"]["s2s"]["reasons"] if r["rule"].endswith(".s2s.public-ipv4"))
     assert reason["text"].endswith("address: 198.51.100.2.")
     with this_host():
@@ -115,8 +116,10 @@ def test_what_is_not_an_address_stays():
 
 def test_keys_are_redacted_too():
     with this_host():
-        hidden = validate_report(redact(report_with(evidence={"by_server": {"198.51.100.2:3478": {HOST: 1}}})))
-    assert hidden["checks"][0]["evidence"]["by_server"] == {"public-ipv4-1:3478": {"host-1": 1}}
+        hidden = validate_report(redact(report_with(detail="198.51.100.2",
+                                                    evidence={"by_server": {"198.51.100.2:3478": {HOST: 1}}})))
+    assert hidden["checks"][0]["detail"] == "public-ipv4-1"  # the same address, the same pseudonym in a key
+    assert evidence_of(hidden)["by_server"] == {"public-ipv4-1:3478": {"host-1": 1}}
 
 
 def test_names_whole_labels_longest_first_and_case_blind():
@@ -170,16 +173,19 @@ def test_certificate_names_are_hidden_wherever_they_appear():
     detail = ("www.contoso-corp.com (Contoso Ltd, network operations) signed by DigiCert Inc; "
               "ask NetOps@Contoso-Corp.com")
     report = report_with(detail=detail, evidence={"gateways": [{"gateway": "203.0.113.7", "certificate": certificate}]})
-    report["checks"][1]["evidence"]["certificate_subject"] = "CN=sstp.contoso.com, O=Contoso Ltd"
+    evidence_of(report, 1)["certificate_subject"] = "CN=sstp.contoso.com, O=Contoso Ltd"
     with this_host():
         hidden = validate_report(redact(report))
     assert hidden["checks"][0]["detail"] == "www.domain-1 (org-1, org-2) signed by org-3; ask email-1"
-    shown = hidden["checks"][0]["evidence"]["gateways"][0]["certificate"]
+    shown = evidence_of(hidden)["gateways"][0]["certificate"]
     assert shown["subject"] == ("CN=name-1, O=org-1, OU=org-2, L=place-1, ST=place-2, C=US, DC=domain-2, "
                                 "DC=domain-3, emailAddress=email-1")
     assert shown["issuer"] == "CN=name-2, O=org-3, C=US"
-    assert shown["san_dns"] == ["name-1", "name-3"] and shown["san_ip"] == ["public-ipv4-1"]
-    assert hidden["checks"][1]["evidence"]["certificate_subject"] == "CN=name-4, O=org-1"
+    # 203.0.113.7 is the third public address the report holds (after the lab's routes): the count
+    # is the report's, the class is kept.
+    assert shown["san_dns"] == ["name-1", "name-3"] and re.fullmatch(r"public-ipv4-\d+", shown["san_ip"][0])
+    assert evidence_of(hidden)["gateways"][0]["gateway"] == shown["san_ip"][0]
+    assert evidence_of(hidden, 1)["certificate_subject"] == "CN=name-4, O=org-1"
     for name, text in outputs(hidden).items():
         for secret in ("contoso", "redmond", "washington", "network operations", "netops", "digicert"):
             assert secret not in text.lower(), (name, secret)
@@ -226,20 +232,22 @@ def test_a_gateway_given_by_address_leaks_none_of_its_certificate_names(tmp_path
     async def silent(reader, writer):
         await asyncio.sleep(30)  # cancelled when the check's loop ends
 
-    outcome = check_against(tls_tcp443, silent, context, gateways=("127.0.0.1",), gateway_fingerprint="00" * 32)
-    result = CheckResult("tls_tcp443", outcome.status, outcome.reason, outcome.detail, 0.1, outcome.evidence)
+    outcome = check_against(tls_tcp443, silent, context, gateway="127.0.0.1", gateway_fingerprint="00" * 32)
+    target = Target(Scope.GATEWAY, "127.0.0.1", Endpoint("127.0.0.1", 500))
+    result = TargetResult("tls_tcp443", target, outcome.status, outcome.reason, outcome.detail, 0.1, outcome.evidence,
+                          0.0)
     report = report_with()
-    report["checks"].append(json.loads(json.dumps(result.to_dict())))
+    report["checks"].append(json.loads(json.dumps(CheckRun.of(tls_tcp443.CHECK, [result]).to_dict())))
     secrets = ("contoso", "redmond", "washington", "network operations", "netops", "issuing ca")
     plain = render_json(report).lower()
     assert all(secret in plain for secret in secrets)  # the scan below looks for what really is in a report
-    assert "issuing ca 01" in " ".join(outcome.evidence["gateways"][0]["interception_evidence"]).lower()
+    assert "issuing ca 01" in " ".join(outcome.evidence.exchange.interception_evidence).lower()
     with this_host():
         hidden = validate_report(redact(report))
     for name, text in outputs(hidden).items():
         for secret in secrets:
             assert secret not in text.lower(), (name, secret)
-    issuer = hidden["checks"][-1]["evidence"]["gateways"][0]["certificate"]["issuer"]
+    issuer = evidence_of(hidden, -1)["exchange"]["certificate"]["issuer"]
     assert re.fullmatch(r"DC=domain-\d+, DC=domain-\d+, O=org-1, CN=name-\d+", issuer), issuer
 
 
@@ -258,13 +266,12 @@ def own_wording_report():
     """A report of every check run with no target (no packet leaves: every probe that sends is
     skipped), so the checks' own texts are in it ("no gateway given (--gateway)"), as are rule
     texts and sources that say "gateway", "NAT" and "VPN"."""
-    results = asyncio.run(run_checks(CHECKS.values(), Targets(), timeout=5))
-    assert any("gateway" in result.detail for result in results)
-    facts = derive_facts(results)
+    runs = asyncio.run(run_checks(CHECKS.values(), Targets(), timeout=5))
+    assert any("gateway" in run.detail for run in runs)
     settings = build_settings({})
-    verdicts = evaluate(load_ruleset(settings.ruleset), facts, settings.requirements.to_dict())
     moment = datetime.now(timezone.utc)
-    return build_report(settings, moment, moment, results, facts, verdicts)
+    return build_report(assessment_of(runs, load_ruleset(settings.ruleset), settings.requirements.to_dict(),
+                                      Targets(), moment, moment))
 
 
 def _named(report: dict, host: str) -> dict:
@@ -273,9 +280,8 @@ def _named(report: dict, host: str) -> dict:
     report["host"]["hostname"] = host
     report["checks"][0]["detail"] += (f"; {host}.corp.example.net answered, {host}-02.corp.example.net did not; "
                                       f"refused by {host}; {host.upper()}")
-    report["checks"][0]["evidence"]["certificate"] = {"subject": f"CN={host}",
-                                                      "san_dns": [host, f"{host}.corp.example.net"]}
-    report["checks"][0]["evidence"]["gateway"] = host  # a key xcheck writes, holding the name
+    evidence_of(report)["certificate"] = {"subject": f"CN={host}", "san_dns": [host, f"{host}.corp.example.net"]}
+    evidence_of(report)["gateway"] = host  # a key xcheck writes, holding the name
     return report
 
 
@@ -291,7 +297,7 @@ def test_a_host_named_like_xcheck_s_own_words_leaves_them_and_hides_itself(own_w
     assert hidden == expected
     for name, text in outputs(hidden).items():
         assert text == outputs(expected)[name]
-    assert hidden["host"]["hostname"] == "host-1" and hidden["checks"][0]["evidence"]["gateway"] == "host-1"
+    assert hidden["host"]["hostname"] == "host-1" and evidence_of(hidden)["gateway"] == "host-1"
     assert hidden["checks"][0]["detail"].endswith("; host-2 answered, host-3.domain-1 did not; "
                                                   "refused by host-1; host-1")
     assert "no gateway given (--gateway)" in render_text(hidden)

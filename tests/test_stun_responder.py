@@ -107,7 +107,8 @@ def test_the_largest_answer_is_what_the_responder_sends(version):
     answer, _ = StunServer(primary, other).reply(request, SOURCE[version], primary)
     assert len(answer) == stun.largest_binding_answer_bytes(version)
     request = stun.encode_binding_request(stun.new_transaction_id(), min_bytes=128)
-    assert len(StunServer(primary).answer(request, SOURCE[version])) < len(answer)
+    plain, _ = StunServer(primary).reply(request, SOURCE[version])
+    assert len(plain) < len(answer)
 
 
 @pytest.mark.parametrize("flags", FLAGS, ids=lambda flags: "+".join(flags) or "no-flags")

@@ -9,7 +9,9 @@ has finished, so that the idle figures and the gateway probes are measured on a 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from checks.contract import Check, CheckContext, Outcome, Reason, Scope, Targets, ThroughputPlan
 from checks.protocols import iperf3
@@ -56,7 +58,7 @@ class Stage:
     remote_cpu_percent: float | None
     cpu_limited: bool | None
     latency_under_load: PathRoundTrips | None
-    disputed: str | None = None  # the server's figures, refused beside ours
+    disputed: Mapping[str, Any] | None = None  # the server's figures, refused beside ours
     i_errno: int | None = None  # the server's error number
 
 

@@ -49,8 +49,9 @@ class EspEvidence:
 def _refusal(icmp_code: int, offender: str | None, address: str) -> tuple[Reason, str]:
     what = _ICMP_UNREACH_CODES.get(icmp_code, f"code {icmp_code}")
     if icmp_code == ICMP_PROTOCOL_UNREACH and offender == address:
-        return Reason.PROTOCOL_UNREACHABLE, (f"ICMP {what} from the target itself: ESP reached it, but nothing there takes"
-                                  " ESP (is `xcheck responder` running with CAP_NET_RAW?)")
+        return Reason.PROTOCOL_UNREACHABLE, (f"ICMP {what} from the target itself: ESP reached it, but nothing there "
+                                             "handles ESP (no IPsec in its kernel; for `xcheck responder`, the ESP "
+                                             "echo needs CAP_NET_RAW)")
     return Reason.PROHIBITED, f"ICMP {what} from {offender}"
 
 

@@ -461,7 +461,7 @@ class UploadFigures:
 
     def evidence(self) -> dict[str, Any]:
         return {"bytes_sent": self.bytes_sent, "bytes_acknowledged": self.bytes_acknowledged, "seconds": self.seconds,
-                "round_trip_seconds": self.round_trip_seconds}
+                "round_trip_seconds": self.round_trip_seconds, "slack_bytes": self.slack_bytes}
 
 
 def unread_allowance_bytes(streams: int, window_bytes: int | None) -> int:

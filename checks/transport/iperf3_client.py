@@ -496,6 +496,8 @@ class _ClientTest:
             if problem is not None:
                 return self._failed(Failure.PROTOCOL_ERROR, problem, disputed={
                     "server": {"bytes": received, "seconds": seconds}, "ours": ours.evidence()})
+        if received == 0:  # a stage shorter than STALL_SECONDS can end before the watch sees the stall
+            return self._failed(Failure.STALLED, f"no data moved in the {seconds:.1f} s measured")
         rate = received * 8 / seconds
         return self._result(ok=True, failure=None, detail="", partial=False, seconds=seconds, received=received,
                             rate=rate, retransmits=retransmits, remote_cpu=results.cpu_percent, server=message)

@@ -15,7 +15,8 @@ from agent.facts import derive_facts
 from agent.runner import Progress, run_checks
 from agent.store import ResultStore
 from agent.verdicts import RuleSet, evaluate, load_ruleset
-from checks.contract import Check, CheckRun, Targets
+from checks.contract import Check, CheckRun
+from checks.targets import Targets
 from checks.registry import CHECKS
 
 

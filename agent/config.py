@@ -19,7 +19,7 @@ from typing import Any
 
 from agent.verdicts import DEFAULT_RULESET, OPTIONS, available_rulesets
 from checks.protocols import iperf3
-from checks.contract import Endpoint, Targets, ThroughputPlan
+from checks.targets import Endpoint, Targets, ThroughputPlan
 from checks.transport.tls_client import Proxy
 
 STUN_PORT = 3478

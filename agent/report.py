@@ -26,7 +26,7 @@ from typing import Any
 from agent import __version__
 from agent.assessment import Assessment
 from agent.config import DEFAULT_STUN
-from checks.contract import Endpoint
+from checks.targets import Endpoint
 from checks.transport.addressing import classify, is_ip_literal
 from checks.registry import CHECKS
 

@@ -22,8 +22,9 @@ from typing import Any
 
 from agent.store import ResultStore
 from agent.text import bounded, inert_log_record
-from checks.contract import (NO_TARGET_DETAIL, Check, CheckContext, CheckRun, Outcome, Reason, Resolver, Status, Target,
-                             TargetResult, Targets)
+from checks.contract import (NO_TARGET_DETAIL, Check, CheckContext, CheckRun, Outcome, Reason, Status, Target,
+                             TargetResult)
+from checks.targets import Resolver, Targets
 
 # How long past its deadline a probe may run before it is cut off: enough to close sockets
 # and build its result, small enough to keep `--timeout` meaningful.

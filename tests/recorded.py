@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import STUN_PORT
-from checks.contract import CheckRun, Endpoint, Outcome, Reason, Status, TargetResult, Targets, evidence_from_dict
+from checks.contract import CheckRun, Outcome, Reason, Status, TargetResult, evidence_from_dict
+from checks.targets import Endpoint, Targets
 from checks.protocols.iperf3 import DEFAULT_PORT as IPERF3_PORT
 from checks.registry import CHECKS
 

@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.runner import run_checks  # noqa: E402
 from agent.verdicts import load_ruleset  # noqa: E402
-from checks.contract import CheckRun, Reason, Status, TargetResult, Targets, evidence_from_dict  # noqa: E402
+from checks.contract import CheckRun, Reason, Status, TargetResult, evidence_from_dict  # noqa: E402
+from checks.targets import Targets  # noqa: E402
 from checks.registry import CHECKS  # noqa: E402
 
 # What the IKE checks propose, as `xcheck run` takes it from its default rule set.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent.config import DEFAULT_TIMEOUT_SECONDS, ConfigError, build_settings, load_file, parse_values
-from checks.contract import Endpoint
+from checks.targets import Endpoint
 
 
 def write(tmp_path, text):

@@ -11,7 +11,7 @@ from conftest import run_xcheck
 
 from agent.config import (MAX_CONFIG_BYTES, MAX_GATEWAYS, MAX_PROBLEMS_SHOWN, MAX_STUN_SERVERS, ConfigError,
                           build_settings, load_file, parse_values)
-from checks.contract import Endpoint
+from checks.targets import Endpoint
 
 # Loopback's discard port: nothing answers there, and nothing leaves the machine.
 SILENT_STUN = "127.0.0.1:9"

@@ -31,7 +31,8 @@ from lab import Lab
 from agent.responder import esp_echo
 from agent.responder.esp_echo import EspEcho, answer, serve_esp_echo
 from agent.runner import run_checks
-from checks.contract import CheckContext, Reason, Resolver, Status, Targets
+from checks.contract import CheckContext, Reason, Status
+from checks.targets import Resolver, Targets
 from checks.probes import esp
 from checks.probes.esp import EspEvidence
 from checks.protocols.esp import MAGIC, PROBE_SPI, EspParseError, EspProbe, Kind, esp_of_ipv4

@@ -36,8 +36,8 @@ from test_lab_throughput import checks, iperf3_server, measure
 from agent.responder.iperf3_server import DEFAULT_MAX_TEST_SECONDS
 from checks.probes import throughput
 from checks.protocols import iperf3
-from checks.contract import (CheckContext, Endpoint, Outcome, Reason, Resolver, Status, Targets, ThroughputPlan,
-                             evidence_dict)
+from checks.contract import CheckContext, Outcome, Reason, Status, evidence_dict
+from checks.targets import Endpoint, Resolver, Targets, ThroughputPlan
 from checks.protocols.iperf3 import COOKIE_SIZE, State, StreamFigures
 from checks.transport.iperf3_client import Failure, TestResult, TestSpec, run_test
 

@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from checks.contract import CheckContext, CheckRun, Endpoint, Reason, Resolver, Status, TargetResult, Targets
+from checks.contract import CheckContext, CheckRun, Reason, Status, TargetResult
+from checks.targets import Endpoint, Resolver, Targets
 from checks.probes import nat_behavior, stun_binding
 from checks.probes.stun_binding import BindingEvidence
 from checks.protocols import stun

@@ -18,8 +18,8 @@ import pytest
 
 from agent.facts import derive_facts
 from agent.verdicts import load_ruleset
-from checks.contract import (Check, CheckContext, CheckRun, Endpoint, Outcome, Reason, Resolver, Status, TargetResult,
-                             Targets)
+from checks.contract import Check, CheckContext, CheckRun, Outcome, Reason, Status, TargetResult
+from checks.targets import Endpoint, Resolver, Targets
 from checks.probes import esp, path_mtu, stun_binding
 from checks.registry import CHECKS
 from checks.transport.stun_client import REASONS as STUN_REASONS

@@ -23,7 +23,8 @@ from run_probe import run_of
 
 from agent.facts import derive_facts
 from agent.runner import run_checks
-from checks.contract import Reason, Status, Targets
+from checks.contract import Reason, Status
+from checks.targets import Targets
 from checks.probes import path_mtu
 from checks.probes.path_mtu import IPV4_MIN_MTU, RoundResult, search, sizes_between
 from checks.transport.icmp_errors import IcmpError

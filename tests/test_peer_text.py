@@ -25,7 +25,8 @@ from agent.render import render_json, render_markdown, render_text
 from agent.runner import run_checks
 from agent.text import MAX_TEXT_CHARS, markdown, markdown_code, visible
 from checks.protocols import stun
-from checks.contract import Check, Outcome, Scope, Targets
+from checks.contract import Check, Outcome, Scope
+from checks.targets import Targets
 
 INVISIBLE = {"Cc", "Cf", "Cs", "Zl", "Zp"}
 HOSTILE = "[/x][bold]\x1b[2J\x1b]8;;http://x.example/\x07\u202eevil\x9b31m\x00\r\n|*_a_*|<b>&amp;"

@@ -32,7 +32,8 @@ from agent.render import render_json, render_markdown, render_text
 from agent.report import build_report, redact
 from agent.runner import run_checks
 from agent.verdicts import load_ruleset
-from checks.contract import CheckRun, Endpoint, Scope, Target, TargetResult, Targets
+from checks.contract import CheckRun, Scope, Target, TargetResult
+from checks.targets import Endpoint, Targets
 from checks.probes import tls_tcp443
 from checks.registry import CHECKS
 

@@ -9,7 +9,8 @@ import pytest
 
 from agent.runner import GRACE_SECONDS, order_checks, run_checks
 from agent.store import ResultStore
-from checks.contract import Check, Endpoint, Outcome, Reason, Scope, Status, Targets
+from checks.contract import Check, Outcome, Reason, Scope, Status
+from checks.targets import Endpoint, Targets
 
 
 def check(name, probe, depends_on=(), scope=Scope.HOST, **more):
@@ -152,7 +153,7 @@ def test_readme_check_table_is_the_registry():
 @pytest.mark.parametrize("host", ["a..b", "name.invalid", "x" * 300])
 def test_names_that_do_not_resolve_are_data_not_crashes(host):
     from agent.config import build_settings
-    from checks.contract import Endpoint
+    from checks.targets import Endpoint
     from checks.registry import CHECKS
 
     # ".invalid" never resolves (RFC 6761); the others are refused before any query.

@@ -27,7 +27,8 @@ from agent.facts import derive_facts
 from agent.runner import run_checks
 from agent.verdicts import OPTIONS, evaluate, load_ruleset
 from checks.probes import sstp, tls_tcp443
-from checks.contract import Outcome, Reason, Status, Targets
+from checks.contract import Outcome, Reason, Status
+from checks.targets import Targets
 from checks.protocols.http import MAX_HEAD_BYTES, MAX_HEADER_FIELDS
 
 SSTP_ANSWER = (b"HTTP/1.1 200\r\nContent-Length: 18446744073709551615\r\nServer: Microsoft-HTTPAPI/2.0\r\n"

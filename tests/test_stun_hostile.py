@@ -28,7 +28,8 @@ from lab import Lab
 from agent import runner
 from checks.probes import nat_behavior, stun_binding
 from checks.protocols import stun
-from checks.contract import CheckRun, Endpoint, Reason, Status, Targets
+from checks.contract import CheckRun, Reason, Status
+from checks.targets import Endpoint, Targets
 from checks.transport.stun_client import mapped_address_problem
 
 HELPER = str(Path(__file__).with_name("hostile_stun_server.py"))

@@ -15,7 +15,8 @@ from agent import runner
 from agent.responder.stun_server import StunServer, serve_stun
 from checks.probes import nat_behavior, stun_binding
 from checks.protocols import stun
-from checks.contract import Endpoint, Reason, Status, Targets
+from checks.contract import Reason, Status
+from checks.targets import Endpoint, Targets
 from checks.transport.stun_client import REQUEST_BYTES, AnswerKind, Deadline, StunClient
 
 SOURCE = {4: ("198.51.100.7", 40000), 6: ("2001:db8:1::7", 40000)}

@@ -33,7 +33,8 @@ from agent.responder import tls_responder
 from agent.responder.tls_responder import serve_tls
 from checks.probes import gateway_health, sstp, tls_tcp443
 from agent.runner import run_checks
-from checks.contract import Check, CheckContext, Outcome, Reason, Resolver, Scope, Status, Targets
+from checks.contract import Check, CheckContext, Outcome, Reason, Scope, Status
+from checks.targets import Resolver, Targets
 from checks.protocols.http import MAX_HEAD_BYTES, HttpParseError, parse_request_head, parse_response_head
 from checks.protocols.sstp import SSTP_PATH, duplex_post
 from checks.protocols.x509 import CertificateParseError, parse_certificate

@@ -20,7 +20,8 @@ from agent.responder.rate_limit import ConnectionSlots, source_key
 from agent.runner import run_checks
 from agent.responder.tls_responder import Limits, serve_tls
 from checks.probes import gateway_health, sstp, tls_tcp443
-from checks.contract import Status, Targets
+from checks.contract import Status
+from checks.targets import Targets
 from checks.protocols.sstp import duplex_post
 
 LONG_SECONDS = 300.0  # a limit that must not act during a test

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from checks.contract import Check, CheckContext, Outcome, Reason, Scope, Targets
+from checks.contract import Check, CheckContext, Outcome, Reason, Scope
+from checks.targets import Targets
 from checks.transport.udp_probe import REASONS, InvalidAnswer, UdpExchange, UdpProbe, UdpResult
 
 if TYPE_CHECKING:  # checks.protocols.ike imports scapy: loaded only when a probe runs (`xcheck --help` stays light)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from checks.contract import Check, CheckContext, Outcome, Reason, Scope, Targets
+from checks.contract import Check, CheckContext, Outcome, Reason, Scope
+from checks.targets import Targets
 from checks.transport.rtt import SAMPLE_TIMEOUT_SECONDS, UDP_PORT, RoundTrips, measure, no_route_to
 
 SAMPLES = 20

@@ -12,7 +12,8 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from checks.contract import Check, CheckContext, Outcome, Scope, Targets
+from checks.contract import Check, CheckContext, Outcome, Scope
+from checks.targets import Targets
 from checks.transport.addressing import source_address_toward
 from checks.transport.stun_client import REASONS, AnswerKind, BindingAnswer, Deadline, StunClient
 

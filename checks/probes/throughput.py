@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from checks.contract import Check, CheckContext, Outcome, Reason, Scope, Targets, ThroughputPlan
+from checks.contract import Check, CheckContext, Outcome, Reason, Scope
+from checks.targets import Targets, ThroughputPlan
 from checks.protocols import iperf3
 from checks.transport import iperf3_client
 from checks.transport.rtt import PathRoundTrips, measure, no_route_to

@@ -7,7 +7,7 @@ Both clients run as child processes; their CPU is the RUSAGE_CHILDREN difference
 run (ours includes interpreter start-up, a few tens of milliseconds). Upload only: that is the
 direction where the client's own data path is the one sending.
 
-    /work/venv/bin/python benchmarks/bench_iperf3_loopback.py [--seconds 3] [--rounds 3]
+    .venv/bin/python benchmarks/bench_iperf3_loopback.py [--seconds 3] [--rounds 3]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Record whole `xcheck run` reports in the lab, for the tests that feed facts, verdicts and
 renderings from evidence real checks produced (tests/recorded.py reads them back).
 
-    cd /work/main && .venv/bin/python tests/record_evidence.py [SCENARIO ...]
+    sudo .venv/bin/python tests/record_evidence.py [SCENARIO ...]   # from the repository's root
 
 Run as root, with the lab's peers installed (.ci/run: coturn, strongswan-charon,
 strongswan-swanctl, iperf3). Each scenario builds a lab (tests/lab.py: onprem, a Linux router,

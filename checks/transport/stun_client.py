@@ -143,7 +143,7 @@ class StunClient(UdpSocket):
             return
         # Route by the transaction ID's place alone, so that a malformed answer to our
         # request is judged (and reported) by its transaction instead of passing for silence.
-        payload, source = event
+        payload, source = event.payload, event.source
         pending = self._pending.get(bytes(payload[8:20])) if len(payload) >= stun.HEADER_LENGTH else None
         if pending is None:
             self.unsolicited += 1

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +52,11 @@ from checks.transport.icmp_errors import (
 INITIAL_RTO_SECONDS = 0.5
 BACKOFF = 2.0
 _RECEIVE_BYTES = 65535  # whole datagrams; the judge bounds what it accepts
+# Linux's receive timestamps (include/uapi/asm-generic/socket.h; Python 3.11 does not name them):
+# the kernel's time of arrival, so that a round trip measures the network, not how long this
+# process's event loop was busy (building IKE requests, loading CA certificates) before it read.
+SO_TIMESTAMPNS = SCM_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("@qq")
 
 _UNREACHABLE_CODES = {0: "network unreachable", 1: "host unreachable", 2: "protocol unreachable",
                       3: "port unreachable", 9: "network administratively prohibited",
@@ -126,6 +132,7 @@ class UdpExchange(Generic[T]):
 class Datagram(NamedTuple):
     payload: bytes
     source: Address
+    received_at: float | None = None  # the kernel's arrival time (time.time()'s clock), when it gave one
 
 
 Event = Datagram | IcmpError
@@ -178,6 +185,7 @@ class UdpSocket:
 
     def __init__(self, sock: socket.socket, clock: Callable[[], float]) -> None:
         enable_error_queue(sock)  # without it an unconnected socket hears of no ICMP error at all
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self._sock, self._clock = sock, clock
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(sock.fileno(), self._on_readable)
@@ -214,12 +222,12 @@ class UdpSocket:
             self._deliver(error)
         while True:
             try:
-                payload, source = self._sock.recvfrom(_RECEIVE_BYTES)
+                payload, ancillary, _, source = self._sock.recvmsg(_RECEIVE_BYTES, socket.CMSG_SPACE(_TIMESPEC.size))
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 continue  # a socket error raced the queue read; the queue holds its details
-            self._deliver(Datagram(payload, source[:2]))
+            self._deliver(Datagram(payload, source[:2], _arrival(ancillary)))
 
     async def _exchange(self, request: bytes, target: Address, events: asyncio.Queue[Event],
                         judge: Callable[[Datagram], T | None], *, deadline: Deadline, rto: float,
@@ -228,6 +236,7 @@ class UdpSocket:
         among them refuses it, or `deadline` (on the clock; brought forward, it is seen at the
         next wake-up). The same bytes are resent each time, as IKE and STUN retransmit."""
         first_rto, attempts, first_sent_at, sent_at, next_send = rto, 0, None, 0.0, self._clock()
+        sent_wall = 0.0  # when the last datagram went out, on the clock of the kernel's arrival times
         first_invalid: tuple[InvalidAnswer, float | None] | None = None
         while True:
             now = self._clock()
@@ -237,6 +246,7 @@ class UdpSocket:
                 event = events.get_nowait()  # arrived just as time ran out
             else:
                 if now >= next_send:
+                    sent_wall = time.time()
                     error = send_once_more_on_error(self._sock, request, target)
                     if error is None:
                         if attempts == 0:
@@ -258,7 +268,7 @@ class UdpSocket:
                     result, report = refusal
                     return UdpExchange(result, target, attempts, _icmp_detail(report), icmp=report)
                 continue
-            rtt = self._clock() - sent_at if attempts == 1 else None
+            rtt = _round_trip(event, sent_wall, self._clock() - sent_at) if attempts == 1 else None
             try:
                 answer = judge(event)
             except InvalidAnswer as exc:
@@ -274,6 +284,23 @@ class UdpSocket:
             return UdpExchange(UdpResult.TIMEOUT, target, attempts, unproven)
         return UdpExchange(UdpResult.NO_RESPONSE, target, attempts,
                            f"no answer to {attempts} datagrams and no ICMP error")
+
+
+def _arrival(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+            return seconds + nanoseconds / 1e9
+    return None
+
+
+def _round_trip(answer: Datagram, sent_wall: float, as_read: float) -> float:
+    """From the send to the kernel's arrival time; as read by the loop when the kernel gave none
+    (or the wall clock stepped in between, which a negative or longer figure shows)."""
+    if answer.received_at is None:
+        return as_read
+    kernel = answer.received_at - sent_wall
+    return kernel if 0 <= kernel <= as_read else as_read
 
 
 class UdpProbe(UdpSocket):

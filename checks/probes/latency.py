@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from checks.contract import Check, CheckContext, Outcome, Reason, Scope
 from checks.targets import Targets
-from checks.transport.rtt import SAMPLE_TIMEOUT_SECONDS, UDP_PORT, RoundTrips, measure, no_route_to
+from checks.transport.rtt import SAMPLE_TIMEOUT_SECONDS, UDP_PORT, RoundTrips, far_end_address, measure
 
 SAMPLES = 20
 SAMPLE_INTERVAL_SECONDS = 0.05
@@ -27,12 +27,9 @@ class LatencyEvidence:
 
 async def probe(ctx: CheckContext) -> Outcome:
     far_end = ctx.target.endpoint
-    try:
-        ip = await ctx.resolver.resolve(far_end.host, ctx.remaining())
-    except OSError as exc:
-        return Outcome.fail(Reason.RESOLVE_FAILED, str(exc))
-    if (no_route := no_route_to(ip, far_end.port)) is not None:
-        return no_route
+    ip = await far_end_address(ctx)
+    if isinstance(ip, Outcome):
+        return ip
     measured = await measure(ip, far_end.port, SAMPLES, SAMPLE_INTERVAL_SECONDS, ctx.clock, ctx.deadline - 0.5)
     evidence = LatencyEvidence(ip, far_end.port, UDP_PORT, measured.tcp, measured.udp)
     tcp, udp = measured.tcp, measured.udp

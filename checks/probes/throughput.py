@@ -17,7 +17,7 @@ from checks.contract import Check, CheckContext, Outcome, Reason, Scope
 from checks.targets import Targets, ThroughputPlan
 from checks.protocols import iperf3
 from checks.transport import iperf3_client
-from checks.transport.rtt import PathRoundTrips, measure, no_route_to
+from checks.transport.rtt import PathRoundTrips, far_end_address, measure
 
 # Beyond a stage's planned seconds: connection set-up, results exchange, a slow server's end.
 STAGE_SLACK_SECONDS = 3.0
@@ -144,12 +144,9 @@ async def probe(ctx: CheckContext) -> Outcome:
     far_end, plan = ctx.target.endpoint, ctx.targets.throughput
     if plan is None:
         return Outcome.skipped(Reason.DISABLED, "throughput not measured (--no-throughput)")
-    try:
-        ip = await ctx.resolver.resolve(far_end.host, ctx.remaining())
-    except OSError as exc:
-        return Outcome.fail(Reason.RESOLVE_FAILED, str(exc))
-    if (no_route := no_route_to(ip, far_end.port)) is not None:
-        return no_route
+    ip = await far_end_address(ctx)
+    if isinstance(ip, Outcome):
+        return ip
     stages: list[Stage] = []
     done = 0.0
     for streams, reverse in ((n, r) for n in plan.streams for r in (False, True)):

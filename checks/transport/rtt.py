@@ -17,7 +17,7 @@ import statistics
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from checks.contract import Outcome, Reason
+from checks.contract import CheckContext, Outcome, Reason
 from checks.transport.addressing import source_address_toward
 from checks.transport.stun_client import AnswerKind, Deadline, StunClient
 
@@ -45,12 +45,17 @@ class PathRoundTrips:
     udp: RoundTrips
 
 
-def no_route_to(ip: str, port: int) -> Outcome | None:
-    """The far end's checks' result when this host has no route to it: every connect would fail
-    here, not out there."""
-    if source_address_toward(ip, port) is None:
+async def far_end_address(ctx: CheckContext) -> str | Outcome:
+    """The far end's IPv4 address, or the result that ends a far-end check here: its name does not
+    resolve, or this host has no route to it (every connect would fail here, not out there)."""
+    far_end = ctx.target.endpoint
+    try:
+        ip = await ctx.resolver.resolve(far_end.host, ctx.remaining())
+    except OSError as exc:
+        return Outcome.fail(Reason.RESOLVE_FAILED, str(exc))
+    if source_address_toward(ip, far_end.port) is None:
         return Outcome.fail(Reason.NETWORK_ERROR, f"this host has no route to {ip}")
-    return None
+    return ip
 
 
 async def tcp_connect_time(ip: str, port: int, timeout: float) -> float | None:

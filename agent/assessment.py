@@ -1,6 +1,7 @@
 """One assessment: the checks' results, the facts derived from them, and the verdicts the rule
-set gives. The JSON report, the text and markdown renderings and the daemon's metrics all read
-an `Assessment`; `assessment_of` is the one function that makes one."""
+set gives. `assessment_of` is the one function that makes one; the JSON report is built from it
+(agent/report.py), the text and markdown renderings read that report (after redaction, when
+asked), and a metrics collector can read the `Assessment` itself."""
 
 from __future__ import annotations
 

@@ -20,8 +20,11 @@ from checks.transport.stun_client import AnswerKind
 
 Runs = Mapping[str, CheckRun]
 
-# Checks that probe the gateways, each reduced to {reachable, reason, gateways} in facts.reachability.
-REACHABILITY_CHECKS = ("ike_udp500", "ike_natt_udp4500", "ikev1_udp500", "esp", "tls_tcp443", "sstp", "gateway_health")
+# Checks that probe the gateways, each reduced to {reachable, reason, gateways} in facts.reachability,
+# with what each probes as a person would name it.
+REACHABILITY_CHECKS = {"ike_udp500": "IKEv2 on UDP 500", "ike_natt_udp4500": "IKEv2 NAT-T on UDP 4500",
+                       "ikev1_udp500": "IKEv1 on UDP 500", "esp": "ESP (IP protocol 50)", "tls_tcp443": "TLS on TCP 443",
+                       "sstp": "SSTP on TCP 443", "gateway_health": "health probe on TCP 8081"}
 IPV4_TCP_HEADERS_BYTES = 40  # MSS = packet size - IPv4 header (20) - TCP header (20)
 
 

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from agent.facts import REACHABILITY_CHECKS
 from agent.text import markdown, markdown_code, visible
 from agent.verdicts import format_rate
 from checks.contract import Reason
@@ -48,16 +49,11 @@ def _fact_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         ("NAT seen by the gateway (IKE)", _yes_no(nat.get("ike_detected"))),
         ("Throughput", _throughput_text(facts["throughput"])),
         ("Latency (TCP connect)", _latency_text(facts["latency"])),
-        *((f"Gateway {_PROBES[name]}", _reachability_text(fact)) for name, fact in facts["reachability"].items()),
+        *((f"Gateway {REACHABILITY_CHECKS[name]}", _reachability_text(fact))
+          for name, fact in facts["reachability"].items()),
         ("TLS interception", _yes_no(facts["tls_interception"], "suspected (SSTP would break)", "none seen")),
         ("Path MTU", _path_mtu_text(facts["path_mtu"])),
     ]
-
-
-# What each reachability fact probed, as a person would name it.
-_PROBES = {"ike_udp500": "IKEv2 on UDP 500", "ike_natt_udp4500": "IKEv2 NAT-T on UDP 4500",
-           "ikev1_udp500": "IKEv1 on UDP 500", "esp": "ESP (IP protocol 50)", "tls_tcp443": "TLS on TCP 443",
-           "sstp": "SSTP on TCP 443", "gateway_health": "health probe on TCP 8081"}
 
 
 def _reachability_text(fact: dict[str, Any]) -> str:

@@ -54,7 +54,8 @@ def _bound_strings(value: Any) -> Any:
 
 def order_checks(checks: Iterable[Check]) -> list[Check]:
     """Checks in the given order, each after those of its dependencies that are among them;
-    ValueError on a cycle. A dependency not among them comes from the store."""
+    ValueError on a cycle, or on a dependency on a check that loads the path. A dependency not
+    among them comes from the store."""
     by_name = {check.name: check for check in checks}
     ordered: list[Check] = []
     visiting: set[str] = set()
@@ -73,6 +74,11 @@ def order_checks(checks: Iterable[Check]) -> list[Check]:
 
     for check in by_name.values():
         visit(check)
+    for check in ordered:
+        # A check that loads the path starts after every other one: nothing may wait for it.
+        loading = [name for name in check.depends_on if name in by_name and by_name[name].loads_path]
+        if loading:
+            raise ValueError(f"check {check.name!r} depends on {loading[0]!r}, which loads the path and so runs last")
     return ordered
 
 
@@ -119,15 +125,22 @@ async def _run_check(check: Check, run: _Run, dependencies: Mapping[str, CheckRu
     if not targets:
         return CheckRun.of(check, (), Outcome.skipped(Reason.NO_TARGET, NO_TARGET_DETAIL[check.scope]))
     started = run.clock()
+    session = check.session(run.targets, run.clock)
     try:
-        async with check.session(run.targets, run.clock) as session:
-            results = await asyncio.gather(*(_probe_target(check, target, run, dependencies, session)
-                                              for target in targets))
-    except Exception as exc:  # the session itself failed to open or close: every target shares that
-        _log.debug("check %s: session failed", check.name, exc_info=True)
+        opened = await session.__aenter__()
+    except Exception as exc:  # every target shares the session: none can be probed without it
+        _log.debug("check %s: opening its session failed", check.name, exc_info=True)
         crash = _crash(exc)
-        results = [TargetResult(check.name, target, crash.status, crash.reason, bounded(crash.detail),
-                                run.clock() - started, None, time.time()) for target in targets]
+        return CheckRun.of(check, [TargetResult(check.name, target, crash.status, crash.reason, bounded(crash.detail),
+                                                run.clock() - started, None, time.time()) for target in targets])
+    try:
+        results = await asyncio.gather(*(_probe_target(check, target, run, dependencies, opened)
+                                          for target in targets))
+    finally:
+        try:
+            await session.__aexit__(None, None, None)
+        except Exception:  # the results stand: closing what they used failed after them
+            _log.warning("check %s: closing its session failed", check.name, exc_info=True)
     return CheckRun.of(check, results)
 
 
@@ -145,11 +158,14 @@ async def run_checks(
     timeout: float,
     *,
     store: ResultStore | None = None,
+    dependency_max_age_seconds: float | None = None,
     clock: Callable[[], float] = time.monotonic,
     progress: Progress = lambda check, fraction, text: None,
 ) -> list[CheckRun]:
     """Runs in dependency order, each also put in `store`. Every (check, target) gets `timeout`
-    seconds (plus the check's planned work, `Check.budget_seconds`) from its own start."""
+    seconds (plus the check's planned work, `Check.budget_seconds`) from its own start. A stored
+    dependency older than `dependency_max_age_seconds` counts as missing (a mapping learned an hour
+    ago says little about the NAT now)."""
     store = store if store is not None else ResultStore()
     ordered = order_checks(checks)
     await asyncio.to_thread(_prepare, ordered, targets)
@@ -161,7 +177,8 @@ async def run_checks(
         if check.loads_path:
             waits += [task for name, task in tasks.items() if name != check.name and not _loads_path(name, ordered)]
         await asyncio.gather(*waits)
-        dependencies = {name: store.latest(name) for name in check.depends_on if store.latest(name) is not None}
+        dependencies = {name: store.latest(name) for name in check.depends_on if _fresh(store, name,
+                                                                                       dependency_max_age_seconds)}
         result = await _run_check(check, run, dependencies)
         store.put(result)
         return result
@@ -169,6 +186,13 @@ async def run_checks(
     for check in ordered:
         tasks[check.name] = asyncio.create_task(one(check))
     return [await task for task in tasks.values()]
+
+
+def _fresh(store: ResultStore, name: str, max_age_seconds: float | None) -> bool:
+    age = store.age_seconds(name)
+    if store.latest(name) is None:
+        return False
+    return max_age_seconds is None or (age is not None and age <= max_age_seconds)
 
 
 def _loads_path(name: str, checks: list[Check]) -> bool:

@@ -207,6 +207,9 @@ _VALUE, _OPEN = "a value", "an open table"
 def _check_when(where: str, when: Any, paths: Mapping[str, Any], text: str) -> None:
     """Every condition well formed, and every path the rule reads known (when, `$` operands, text)."""
     _check_conditions(where, when)
+    if re.search(r"[{}]", _PLACEHOLDER.sub("", text)):
+        raise RuleSetError(f"{where}: a brace in the text that is no placeholder ({{facts.a.b}}, "
+                           f"{{option.x|rate}}: lower case, digits, _ and .)")
     for path in sorted(_paths_read(when, text)):
         problem = _unknown_path(paths, path)
         if problem:
@@ -259,6 +262,8 @@ def _unknown_path(paths: Mapping[str, Any], path: str) -> str | None:
                     else f"a path starts with {', '.join(node)}")
         walked.append(part)
         node = node[part]
+    if isinstance(node, Mapping):  # a condition on a table could never hold, or always would
+        return f"{path} is a table, not a value: name one of {', '.join(node)}"
     return None
 
 

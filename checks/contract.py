@@ -228,26 +228,30 @@ class CheckRun:
 
     @classmethod
     def of(cls, check: Check, results: Sequence[TargetResult], skipped: Outcome | None = None) -> CheckRun:
-        """Sum up: `skipped` when there was nothing to probe; ok when every target (or, for a check
-        whose targets stand in for each other, one) succeeded; else the most telling failure."""
+        """Sum up: `skipped` when there was nothing to probe; ok when every probed target (or, for a
+        check whose targets stand in for each other, one) succeeded; else the most telling failure."""
         results = tuple(results)
         duration = max((r.duration_seconds for r in results), default=0.0)
         if skipped is not None:
             return cls(check, results, skipped.status, skipped.reason, skipped.detail, duration)
-        succeeded = [r for r in results if r.succeeded]
-        others = [r for r in results if not r.succeeded]
-        count = f"{len(succeeded)} of {len(results)} {check.scope.value.replace('_', ' ')}s"
+        if not results:
+            raise ValueError(f"check {check.name}: no result and no outcome that says why")
         if len(results) == 1:
             only = results[0]
             return cls(check, results, only.status, only.reason, only.detail, duration)
-        if not others or (succeeded and not check.every_target):
-            return cls(check, results, Status.OK, Reason.SUCCESS, f"{count} succeeded", duration)
-        if all(r.status is Status.SKIPPED for r in others) and not succeeded:
-            first = others[0]
-            return cls(check, results, Status.SKIPPED, first.reason, _details(others), duration)
-        worst = min(others, key=lambda r: _TELLING.index(r.reason))
+        # A skipped target was not probed (nothing to build on there, no privilege): it counts
+        # neither for nor against the check, unless no target was probed at all.
+        succeeded = [r for r in results if r.succeeded]
+        failed = [r for r in results if r.status in (Status.FAIL, Status.ERROR)]
+        if not succeeded and not failed:
+            return cls(check, results, Status.SKIPPED, results[0].reason, _details(results), duration)
+        if not failed or not check.every_target:
+            count = f"{len(succeeded)} of {len(results)} {check.scope.value.replace('_', ' ')}s"
+            if succeeded:
+                return cls(check, results, Status.OK, Reason.SUCCESS, f"{count} succeeded", duration)
+        worst = min(failed, key=lambda r: _TELLING.index(r.reason))
         status = Status.ERROR if worst.status is Status.ERROR else Status.FAIL
-        return cls(check, results, status, worst.reason, _details(others), duration)
+        return cls(check, results, status, worst.reason, _details(failed), duration)
 
     def to_dict(self) -> dict[str, Any]:
         return {

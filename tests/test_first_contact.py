@@ -83,8 +83,9 @@ def test_silence_on_a_loopback_port():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # bound, never read: silence, no ICMP
         silent.bind(("127.0.0.1", 0))
         server = "127.0.0.1:%d" % silent.getsockname()[1]
-        completed, _ = run_xcheck("run", "--stun", server, "--timeout", "1", "--format", "text")
-        markdown, _ = run_xcheck("run", "--stun", server, "--timeout", "1", "--format", "markdown")
+        # 3 s: time for silence to count (one RTO, 0.5 s, after the first send), however loaded the machine.
+        completed, _ = run_xcheck("run", "--stun", server, "--timeout", "3", "--format", "text")
+        markdown, _ = run_xcheck("run", "--stun", server, "--timeout", "3", "--format", "markdown")
     assert completed.returncode == 0, completed.stderr
     _leads_with(completed.stdout, "nothing answered (stun_binding)")
     lines = markdown.stdout.splitlines()

@@ -357,3 +357,16 @@ def test_the_largest_offer_stays_under_1280_bytes():
     with pytest.raises(ValueError, match="1 to 16"):
         IkeOffer(offer.ikev2 * 2, offer.ikev1, 28_800)
 
+
+
+def test_a_path_that_stops_at_a_table_is_a_load_error():
+    """`"facts.nat" = { missing = true }` would hold always (a table is never null), and a comparison
+    with a table never: both are mistakes, named at load."""
+    message = refusal(edited(CURRENT, '"facts.nat.cgnat"', '"facts.nat"', within="current.s2s.cgnat"))
+    assert "rule current.s2s.cgnat" in message and "facts.nat is a table, not a value" in message, message
+
+
+def test_a_brace_that_is_no_placeholder_is_a_load_error():
+    """`{facts.nat.Detected}` is no placeholder (they are lower case): it would reach the user raw."""
+    message = refusal(edited(CURRENT, "{facts.nat.reflexive_address}", "{facts.nat.Reflexive_address}"))
+    assert "a brace in the text that is no placeholder" in message, message

@@ -292,3 +292,74 @@ def test_a_check_that_loads_the_path_starts_after_every_other_check():
     run([check("load", recorder("load", 0.05), loads_path=True), check("slow", recorder("slow", 0.3)),
          check("quick", recorder("quick", 0.01))])
     assert spans["load"][0] >= max(spans["slow"][1], spans["quick"][1])
+
+
+def test_nothing_may_wait_for_a_check_that_loads_the_path():
+    """It starts after every other check: one that waited for it would wait forever."""
+    async def noop(ctx):
+        return Outcome.ok({})
+
+    with pytest.raises(ValueError, match="'after' depends on 'load', which loads the path"):
+        order_checks([check("load", noop, loads_path=True), check("after", noop, ("load",))])
+
+
+def test_a_session_that_fails_to_close_keeps_the_results_and_one_that_fails_to_open_is_every_target_s():
+    import contextlib
+
+    @contextlib.asynccontextmanager
+    async def closes_badly(targets, clock):
+        yield "socket"
+        raise OSError("close failed")
+
+    @contextlib.asynccontextmanager
+    async def opens_badly(targets, clock):
+        raise OSError("no socket for you")
+        yield  # pragma: no cover - never reached
+
+    async def probe(ctx):
+        return Outcome.ok({"session": ctx.session})
+
+    [kept] = asyncio.run(run_checks([check("kept", probe, scope=Scope.GATEWAY, session=closes_badly)], GATEWAYS, 5))
+    assert kept.status is Status.OK and [r.evidence for r in kept.results] == [{"session": "socket"}] * 3
+    [lost] = asyncio.run(run_checks([check("lost", probe, scope=Scope.GATEWAY, session=opens_badly)], GATEWAYS, 5))
+    assert (lost.status, lost.reason) == (Status.ERROR, Reason.EXCEPTION) and len(lost.results) == 3
+    assert all(r.detail == "OSError: no socket for you" for r in lost.results)
+
+
+def test_a_stored_dependency_older_than_allowed_counts_as_missing():
+    async def first(ctx):
+        return Outcome.ok({"mapped": "203.0.113.1:4000"})
+
+    async def second(ctx):
+        dependency = ctx.dependency("first")
+        return Outcome.ok({"used": dependency.evidence["mapped"] if dependency else None})
+
+    wall = [1000.0]
+    store = ResultStore(wall_clock=lambda: wall[0])
+    asyncio.run(run_checks([check("first", first)], Targets(), 2.0, store=store))
+    wall[0] = store.latest("first").ended_at + 600.0
+    consumer = [check("second", second, ("first",))]
+    [[fresh]] = [r.results for r in asyncio.run(run_checks(consumer, Targets(), 2.0, store=store,
+                                                           dependency_max_age_seconds=900))]
+    [[stale]] = [r.results for r in asyncio.run(run_checks(consumer, Targets(), 2.0, store=store,
+                                                           dependency_max_age_seconds=300))]
+    assert fresh.evidence == {"used": "203.0.113.1:4000"} and stale.evidence == {"used": None}
+
+
+def test_skipped_targets_count_neither_for_nor_against_a_check():
+    from checks.contract import CheckRun
+
+    replies = {"192.0.2.1": Outcome.ok({}), "192.0.2.2": Outcome.skipped(Reason.NOT_PERMITTED, "no privilege"),
+               "192.0.2.3": Outcome.ok({})}
+
+    async def probe(ctx):
+        return replies[ctx.target.name]
+
+    gateway_check = check("c", probe, scope=Scope.GATEWAY)
+    [run_] = asyncio.run(run_checks([gateway_check], GATEWAYS, 5))
+    assert (run_.status, run_.reason, run_.detail) == (Status.OK, Reason.SUCCESS, "2 of 3 gateways succeeded")
+    replies.update({"192.0.2.1": replies["192.0.2.2"], "192.0.2.3": replies["192.0.2.2"]})
+    [all_skipped] = asyncio.run(run_checks([gateway_check], GATEWAYS, 5))
+    assert (all_skipped.status, all_skipped.reason) == (Status.SKIPPED, Reason.NOT_PERMITTED)
+    with pytest.raises(ValueError, match="no result and no outcome"):
+        CheckRun.of(gateway_check, [])

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from checks.contract import Check, CheckContext, Outcome, Reason, Scope
 from checks.protocols.esp import TOKEN_BYTES, EspParseError, EspProbe, Kind, esp_of_ipv4, open_esp_socket
-from checks.transport.icmp_errors import ICMP_DEST_UNREACH, enable_error_queue, read_error_queue, send_once_more_on_error
+from checks.transport.icmp_errors import (ICMP_DEST_UNREACH, UNREACHABLE_CODES, enable_error_queue, read_error_queue,
+                                          send_once_more_on_error)
 
 # Probes are resent this often until an echo, an ICMP error or the deadline: a lost packet
 # must not read as silence, and a few packets a second is nothing to any link.
@@ -28,9 +29,6 @@ RESEND_INTERVAL_SECONDS = 0.25
 DEADLINE_MARGIN_SECONDS = 0.05  # return before the runner's deadline, not at it
 NO_SA_DETAIL = "no echo: a gateway answers ESP only inside an SA, so silence proves nothing"
 ICMP_PROTOCOL_UNREACH = 2
-_ICMP_UNREACH_CODES = {0: "network unreachable", 1: "host unreachable", 2: "protocol unreachable",
-                       3: "port unreachable", 9: "network administratively prohibited",
-                       10: "host administratively prohibited", 13: "communication administratively prohibited"}
 
 
 # ESP that the target itself refuses will not carry a tunnel either; anything else: not known.
@@ -47,7 +45,7 @@ class EspEvidence:
 
 
 def _refusal(icmp_code: int, offender: str | None, address: str) -> tuple[Reason, str]:
-    what = _ICMP_UNREACH_CODES.get(icmp_code, f"code {icmp_code}")
+    what = UNREACHABLE_CODES.get(icmp_code, f"code {icmp_code}")
     if icmp_code == ICMP_PROTOCOL_UNREACH and offender == address:
         return Reason.PROTOCOL_UNREACHABLE, (f"ICMP {what} from the target itself: ESP reached it, but nothing there "
                                              "handles ESP (no IPsec in its kernel; for `xcheck responder`, the ESP "

@@ -7,6 +7,7 @@ import socket
 from dataclasses import dataclass, field
 
 from checks.contract import Check, CheckContext, Outcome, Reason, Scope
+from checks.targets import Endpoint
 from checks.transport.addressing import AddressClass, classify, source_address_toward
 
 _FAMILIES = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
@@ -75,18 +76,19 @@ def up_interfaces() -> list[Interface]:
     return interfaces
 
 
+async def _route(ctx: CheckContext, endpoint: Endpoint) -> Route:
+    try:
+        ip = await ctx.resolver.resolve(endpoint.host, ctx.remaining())
+    except OSError as exc:
+        return Route(str(endpoint), None, error=str(exc))
+    source = source_address_toward(ip, endpoint.port)
+    return Route(str(endpoint), ip, source, classify(source) if source else None, None if source else "no route")
+
+
 async def probe(ctx: CheckContext) -> Outcome:
     interfaces = await asyncio.to_thread(up_interfaces)
-    routes = []
-    for target in ctx.targets.all():
-        try:
-            ip = await ctx.resolver.resolve(target.host, ctx.remaining())
-        except OSError as exc:
-            routes.append(Route(str(target), None, error=str(exc)))
-            continue
-        source = source_address_toward(ip, target.port)
-        routes.append(Route(str(target), ip, source, classify(source) if source else None,
-                            None if source else "no route"))
+    # The host's own view toward every target, looked up at once: a name that hangs holds up no other.
+    routes = list(await asyncio.gather(*(_route(ctx, endpoint) for endpoint in ctx.targets.all())))
     evidence = InterfacesEvidence(tuple(interfaces), tuple(routes))
     if not any(iface.addresses for iface in interfaces):
         return Outcome.fail(Reason.NO_INTERFACES, "no interface that is up has an address", evidence)

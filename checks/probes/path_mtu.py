@@ -359,7 +359,7 @@ def link_mtu_toward(address: str) -> int:
 class PathMtuEvidence:
     address: str | None
     path_mtu_bytes: int | None = None  # the largest packet that passes with DF, proven by an answer
-    method: str | None = None  # icmp_echo or udp_port_unreachable
+    method: str | None = None  # icmp_echo or udp (DF datagrams answered by ICMP port unreachable)
     largest_passed_bytes: int | None = None
     upper_bound_bytes: int | None = None  # what ICMP and the local link allow
     link_mtu_bytes: int | None = None

@@ -115,7 +115,11 @@ async def _stage(ctx: CheckContext, ip: str, port: int, plan: ThroughputPlan, st
                              until=started + plan.omit_seconds + plan.seconds)
 
     sampling = asyncio.ensure_future(under_load())
-    result = await load
+    try:
+        result = await load
+    except BaseException:  # cut off by the runner, or a crash: the sampler must not go on probing the far end
+        sampling.cancel()
+        raise
     if not result.ok:
         sampling.cancel()  # a failed test leaves no load to sample under
     try:

@@ -13,6 +13,10 @@ IP_RECVERR = 11
 SO_EE_ORIGIN_ICMP = 2
 ICMP_DEST_UNREACH = 3
 ICMP_PORT_UNREACH, ICMP_FRAG_NEEDED = 3, 4
+# RFC 792 and RFC 1812 §5.2.7.1: the destination unreachable codes a probe may meet, as said in details.
+UNREACHABLE_CODES = {0: "network unreachable", 1: "host unreachable", 2: "protocol unreachable", 3: "port unreachable",
+                     9: "network administratively prohibited", 10: "host administratively prohibited",
+                     13: "communication administratively prohibited"}
 MAX_IPV4_PACKET = 65535
 _ERRQUEUE_CONTROL_BYTES = 512
 

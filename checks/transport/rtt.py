@@ -78,9 +78,9 @@ async def tcp_connect_time(ip: str, port: int, timeout: float) -> float | None:
 
 async def udp_round_trip(client: StunClient, ip: str, timeout: float, clock: Callable[[], float]) -> float | None:
     """One STUN Binding sent once (no retransmission: a loss must count as a loss)."""
-    started = clock()
-    answer = await client.binding((ip, UDP_PORT), deadline=Deadline(started + timeout), rto=timeout)
-    return clock() - started if answer.kind is AnswerKind.ANSWERED else None
+    answer = await client.binding((ip, UDP_PORT), deadline=Deadline(clock() + timeout), rto=timeout)
+    # Sent once (rto = timeout), so an answer's round trip is always measured, to its kernel arrival time.
+    return answer.rtt_seconds if answer.kind is AnswerKind.ANSWERED else None
 
 
 async def sample(measure: Callable[[], Awaitable[float | None]], count: int, interval: float,

@@ -41,6 +41,7 @@ from checks.transport.icmp_errors import (
     ICMP_DEST_UNREACH,
     ICMP_FRAG_NEEDED,
     ICMP_PORT_UNREACH,
+    UNREACHABLE_CODES,
     IcmpError,
     enable_error_queue,
     read_error_queue,
@@ -58,9 +59,6 @@ _RECEIVE_BYTES = 65535  # whole datagrams; the judge bounds what it accepts
 SO_TIMESTAMPNS = SCM_TIMESTAMPNS = 35
 _TIMESPEC = struct.Struct("@qq")
 
-_UNREACHABLE_CODES = {0: "network unreachable", 1: "host unreachable", 2: "protocol unreachable",
-                      3: "port unreachable", 9: "network administratively prohibited",
-                      10: "host administratively prohibited", 13: "communication administratively prohibited"}
 ICMP_TIME_EXCEEDED = 11
 
 Address = tuple[str, int]
@@ -156,7 +154,7 @@ def classify_icmp(error: IcmpError) -> tuple[UdpResult, IcmpReport] | None:
     if error.icmp_type == ICMP_DEST_UNREACH:
         if error.icmp_code == ICMP_FRAG_NEEDED:
             return None
-        description = _UNREACHABLE_CODES.get(error.icmp_code, f"destination unreachable, code {error.icmp_code}")
+        description = UNREACHABLE_CODES.get(error.icmp_code, f"destination unreachable, code {error.icmp_code}")
         result = UdpResult.PORT_UNREACHABLE if error.icmp_code == ICMP_PORT_UNREACH else UdpResult.PROHIBITED
     elif error.icmp_type == ICMP_TIME_EXCEEDED:
         description, result = "time exceeded (a routing loop or a too-short TTL)", UdpResult.PROHIBITED

@@ -38,7 +38,7 @@ from checks.targets import Resolver, Targets
 from checks.protocols.http import MAX_HEAD_BYTES, HttpParseError, parse_request_head, parse_response_head
 from checks.protocols.sstp import SSTP_PATH, duplex_post
 from checks.protocols.x509 import CertificateParseError, parse_certificate
-from checks.transport.tls_client import Proxy
+from checks.transport.tls_client import ClientContexts, Proxy
 
 LOCALHOST = "localhost"  # /etc/hosts: 127.0.0.1; a name, so SNI and name matching are exercised
 NOW = dt.datetime.now(dt.UTC)
@@ -223,7 +223,7 @@ def _context(gateway: str, timeout: float, **targets) -> CheckContext:
     all_targets = Targets(gateways=(gateway,), **targets)
     (target,) = all_targets.of_scope(Scope.GATEWAY)
     return CheckContext(targets=all_targets, target=target, deadline=time.monotonic() + timeout, dependencies={},
-                        resolver=Resolver(), logger=logging.getLogger("test_tls"))
+                        resolver=Resolver(), logger=logging.getLogger("test_tls"), session=ClientContexts._load())
 
 
 async def _run(module, port: int, gateway: str = LOCALHOST, timeout: float = 3.0, **targets) -> Outcome:
@@ -718,3 +718,18 @@ def test_proxy_urls():
     for bad in ("https://p:1", "http://p", "http://p:1/path", "p:3128", "http://p:99999"):
         with pytest.raises(ValueError):
             Proxy.parse(bad)
+
+
+def test_the_system_cas_are_read_once_per_check_not_per_gateway(monkeypatch):
+    """Reading the CA store takes tens of milliseconds: the check's session reads it once for all gateways."""
+    loads = []
+    real = ClientContexts._load
+
+    def counted():
+        loads.append(1)
+        return real()
+
+    monkeypatch.setattr(ClientContexts, "_load", counted)
+    targets = Targets(gateways=("127.0.0.1", "127.0.0.2", "127.0.0.3"))
+    (run,) = asyncio.run(run_checks([tls_tcp443.CHECK], targets, 5.0))  # nothing listens on 443: refused
+    assert len(run.results) == 3 and len(loads) == 1

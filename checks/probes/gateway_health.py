@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from checks.contract import Check, CheckContext, Outcome, Reason, Scope
-from checks.transport.tls_client import TlsEvidence, TlsSession, probe_target, read_response
+from checks.transport.tls_client import TlsEvidence, contexts_session, TlsSession, probe_target, read_response
 
 PORT = 8081
 PATH = "/healthprobe"
@@ -72,6 +72,7 @@ CHECK = Check(
     name="gateway_health",
     summary="Gateway health probe: GET https://GATEWAY:8081/healthprobe answered with HTTP 200",
     scope=Scope.GATEWAY,
+    session=contexts_session,
     evidence=TlsHealthProbeEvidence,
     probe=probe,
 )

@@ -18,7 +18,7 @@ from typing import Any
 
 from checks.contract import Check, CheckContext, Outcome, Reason, Scope
 from checks.protocols.sstp import SSTP_CONTENT_LENGTH, duplex_post, why_not_sstp
-from checks.transport.tls_client import TlsEvidence, TlsSession, probe_target, read_response
+from checks.transport.tls_client import TlsEvidence, contexts_session, TlsSession, probe_target, read_response
 
 PORT = 443
 
@@ -60,6 +60,7 @@ CHECK = Check(
     name="sstp",
     summary="SSTP on TCP 443 to each gateway: SSTP_DUPLEX_POST over TLS answered 200 with MS-SSTP's Content-Length",
     scope=Scope.GATEWAY,
+    session=contexts_session,
     evidence=TlsSstpEvidence,
     probe=probe,
 )

@@ -16,7 +16,7 @@ from typing import Any
 
 from checks.contract import Check, CheckContext, Outcome, Reason, Scope
 from checks.transport.addressing import is_ip_literal
-from checks.transport.tls_client import TlsEvidence, UNKNOWN_ISSUER_VERIFY_CODES, TlsSession, probe_target
+from checks.transport.tls_client import TlsEvidence, contexts_session, UNKNOWN_ISSUER_VERIFY_CODES, TlsSession, probe_target
 
 PORT = 443
 
@@ -96,6 +96,7 @@ CHECK = Check(
     name="tls_tcp443",
     summary="TLS on TCP 443 to each gateway: handshake, certificate, chain, fingerprint, interception",
     scope=Scope.GATEWAY,
+    session=contexts_session,
     evidence=TlsCertificateEvidence,
     probe=probe,
 )

@@ -215,6 +215,12 @@ class ClientContexts:
         return cls(verifying, describing)
 
 
+@contextlib.asynccontextmanager
+async def contexts_session(targets: Any, clock: Any) -> AsyncIterator[ClientContexts]:
+    """`Check.session` of the TLS checks: the system's CAs read once per run of a check, not per gateway."""
+    yield await ClientContexts.load()
+
+
 async def open_session(ctx: CheckContext, gateway: str, port: int, first_hop: str, proxy: Proxy | None,
                        contexts: ClientContexts) -> TlsSession:
     """TLS to gateway:port, verifying first; again without verification if only the certificate failed.
@@ -268,7 +274,8 @@ class TlsEvidence:
 
 async def probe_target(ctx: CheckContext, port: int, exchange: Exchange, kind: type[TlsEvidence]) -> Outcome:
     """Run `exchange` over a fresh TLS session to ctx.target: ok when it succeeds, else why not.
-    `kind` is the check's TlsEvidence, typed with what its exchange records."""
+    `kind` is the check's TlsEvidence, typed with what its exchange records; `ctx.session` is the
+    check's `ClientContexts` (`contexts_session`)."""
     gateway = ctx.target.host
     try:
         proxy = Proxy.parse(ctx.targets.proxy) if ctx.targets.proxy else None
@@ -284,7 +291,7 @@ async def probe_target(ctx: CheckContext, port: int, exchange: Exchange, kind: t
         except OSError as exc:
             raise ProbeFailure(Reason.RESOLVE_FAILED, str(exc)) from None
         address = None if proxy else first_hop
-        session = await open_session(ctx, gateway, port, first_hop, proxy, await ClientContexts.load())
+        session = await open_session(ctx, gateway, port, first_hop, proxy, ctx.session)
         try:
             name_matches = session.certificate.covers(gateway) if session.certificate else None
             verify_error = session.verify_error

@@ -9,14 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from checks.contract import CheckRun, TargetResult, evidence_dict
+from checks.contract import CheckRun, Reason, TargetResult, evidence_dict
 from checks.probes.ike_handshake import IkeEvidence
 from checks.probes.interfaces import InterfacesEvidence
 from checks.probes.nat_behavior import NatBehaviorEvidence
 from checks.probes.stun_binding import BindingEvidence
 from checks.transport.addressing import AddressClass, is_cgnat
 from checks.transport.rtt import PathRoundTrips, RoundTrips
-from checks.transport.stun_client import AnswerKind
 
 Runs = Mapping[str, CheckRun]
 
@@ -44,7 +43,7 @@ def _interfaces(runs: Runs) -> InterfacesEvidence | None:
 
 
 def _answered(runs: Runs) -> list[BindingEvidence]:
-    return [e for e in _evidence(runs, "stun_binding") if e.result is AnswerKind.ANSWERED]
+    return [e for e in _evidence(runs, "stun_binding") if e.result is Reason.SUCCESS]
 
 
 def public_ipv4(runs: Runs) -> dict[str, Any]:
@@ -62,17 +61,17 @@ def public_ipv4(runs: Runs) -> dict[str, Any]:
 
 
 # Any of these came back from the server's side: UDP reaches it.
-_UDP_PASSES = {AnswerKind.ANSWERED, AnswerKind.INVALID_RESPONSE, AnswerKind.ERROR_RESPONSE}
+_UDP_PASSES = {Reason.SUCCESS, Reason.INVALID_RESPONSE, Reason.PEER_ERROR}
 # Every server silent, or a filter on the way said no: UDP does not get out.
-_UDP_STOPPED = {AnswerKind.NO_RESPONSE, AnswerKind.PROHIBITED}
+_UDP_STOPPED = {Reason.NO_RESPONSE, Reason.PROHIBITED}
 
 
-def _udp_kind(server: BindingEvidence) -> AnswerKind:
+def _udp_kind(server: BindingEvidence) -> Reason:
     """ICMP port unreachable from the server's own host proves the datagram got there (nothing
     listened); from anyone else (a router's REJECT) it is a filter's refusal."""
-    if server.result is AnswerKind.PORT_UNREACHABLE:
+    if server.result is Reason.PORT_UNREACHABLE:
         reached = server.address is not None and server.icmp_from == server.address.rsplit(":", 1)[0]
-        return AnswerKind.ANSWERED if reached else AnswerKind.PROHIBITED
+        return Reason.SUCCESS if reached else Reason.PROHIBITED
     return server.result
 
 
@@ -108,7 +107,7 @@ def _behaviour(runs: Runs, part: str) -> str | None:
 
 def nat(runs: Runs) -> dict[str, Any]:
     answered = _answered(runs)
-    sent = [s for s in _evidence(runs, "stun_binding") if s.result is not AnswerKind.RESOLVE_FAILED]
+    sent = [s for s in _evidence(runs, "stun_binding") if s.result is not Reason.RESOLVE_FAILED]
     first = answered[0] if answered else None
     # Only addresses on the path count: an overlay such as Tailscale also numbers its
     # interface from 100.64/10 without any carrier NAT. A carrier NAT beyond a home router

@@ -22,9 +22,10 @@ from hypothesis import strategies as st
 from agent.responder.ike_stub import BURST, RATE_PER_SECOND, IkeStub, answer, serve_ike
 from agent.responder.rate_limit import TokenBuckets
 from agent.verdicts import load_ruleset
+from checks.contract import Reason
 from checks.protocols import ike
 from checks.transport.icmp_errors import IcmpError
-from checks.transport.udp_probe import InvalidAnswer, UdpProbe, UdpResult, classify_icmp
+from checks.transport.udp_probe import InvalidAnswer, UdpProbe, classify_icmp
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ike"
 LOCAL, REMOTE = ("10.0.0.2", 40000), ("203.0.113.10", 500)
@@ -429,7 +430,7 @@ def test_exchange_with_the_stub_over_loopback():
 
     results, counts = asyncio.run(main())
     assert [(r.result, r.answer.notify, r.attempts) for r in results] == \
-        [(UdpResult.ANSWERED, "NO_PROPOSAL_CHOSEN", 1)] * 2
+        [(Reason.SUCCESS, "NO_PROPOSAL_CHOSEN", 1)] * 2
     assert all(r.rtt_seconds is not None for r in results)
     assert [c["answered"] for c in counts] == [1, 1]
 
@@ -438,7 +439,7 @@ def test_port_unreachable_is_told_from_silence():
     closed = ("127.0.0.1", _free_udp_port())
     started = time.monotonic()
     result = asyncio.run(_exchange(closed, b"x", lambda data: data, 30.0, **NO_RETRANSMISSION))
-    assert result.result is UdpResult.PORT_UNREACHABLE and result.attempts == 1
+    assert result.result is Reason.PORT_UNREACHABLE and result.attempts == 1
     assert time.monotonic() - started < 15  # ended by the ICMP error, not by the deadline
     assert result.icmp.to_dict() == {"type": 3, "code": 3, "from": "127.0.0.1", "description": "port unreachable"}
 
@@ -457,7 +458,7 @@ def test_silence_is_retransmitted_with_a_doubling_timeout_until_the_deadline():
             except BlockingIOError:
                 break
             arrivals += 1
-    assert result.result is UdpResult.NO_RESPONSE and result.icmp is None
+    assert result.result is Reason.NO_RESPONSE and result.icmp is None
     # Sends fall due at 0, 0.5 and 1.5 s, the next at 3.5: never more than three in 1.7 s (a fixed
     # 0.5 s timeout would fit four), however late a busy machine makes them.
     assert 1 <= result.attempts == arrivals <= 3
@@ -485,7 +486,7 @@ def test_a_lost_request_is_resent_unchanged_until_answered():
                 asyncio.get_running_loop().remove_reader(peer.fileno())
 
     result, received = asyncio.run(main())
-    assert (result.result, result.answer) == (UdpResult.ANSWERED, b"answer")
+    assert (result.result, result.answer) == (Reason.SUCCESS, b"answer")
     assert result.attempts >= 3 and set(received) == {b"request"}
     assert result.rtt_seconds is None  # Karn: which send was answered is ambiguous
 
@@ -511,12 +512,12 @@ def test_an_invalid_answer_is_reported_only_when_nothing_valid_follows():
 
     assert asyncio.run(main([b"ignore", b"bad", b"good"])).answer == b"good"
     refused = asyncio.run(main([b"ignore", b"bad"]))
-    assert (refused.result, refused.detail) == (UdpResult.INVALID_RESPONSE, "bad answer")
+    assert (refused.result, refused.detail) == (Reason.INVALID_RESPONSE, "bad answer")
 
 
 @pytest.mark.parametrize("icmp_type, code, result", [
-    (3, 3, UdpResult.PORT_UNREACHABLE), (3, 13, UdpResult.PROHIBITED), (3, 10, UdpResult.PROHIBITED),
-    (3, 1, UdpResult.PROHIBITED), (11, 0, UdpResult.PROHIBITED), (3, 4, None), (0, 0, None),
+    (3, 3, Reason.PORT_UNREACHABLE), (3, 13, Reason.PROHIBITED), (3, 10, Reason.PROHIBITED),
+    (3, 1, Reason.PROHIBITED), (11, 0, Reason.PROHIBITED), (3, 4, None), (0, 0, None),
 ])
 def test_icmp_errors_are_classified(icmp_type, code, result):
     error = IcmpError(error_number=0, origin=2, icmp_type=icmp_type, icmp_code=code, info=0, offender="10.0.0.1",

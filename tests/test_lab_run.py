@@ -142,7 +142,7 @@ def test_a_silent_server_beside_a_live_one():
     checks = {c["name"]: c for c in report["checks"]}
     servers = checks["stun_binding"]["results"]
     assert [(s["target"], s["evidence"]["result"]) for s in servers] == [
-        (f"{lab.stun_primary}:3478", "answered"), ("203.0.113.11:3478", "port_unreachable")]
+        (f"{lab.stun_primary}:3478", "success"), ("203.0.113.11:3478", "port_unreachable")]
     assert report["facts"]["nat"]["udp_blocked"] is False
     assert report["facts"]["nat"]["detected"] is True
 

@@ -20,7 +20,7 @@ from checks.targets import Endpoint, Resolver, Targets
 from checks.probes import nat_behavior, stun_binding
 from checks.probes.stun_binding import BindingEvidence
 from checks.protocols import stun
-from checks.transport.stun_client import AnswerKind, cached_rto
+from checks.transport.stun_client import cached_rto
 
 PRIMARY_IP, OTHER_IP = "127.0.0.1", "127.0.0.2"
 RTT_SECONDS = 0.0001  # what stun_binding measured to the fake server: nat_behavior takes its RTO from it
@@ -95,7 +95,7 @@ def binding_run(server: FakeRfc5780Server, other_address: str | None = None) -> 
     """What stun_binding found for the fake server: an answer naming its OTHER-ADDRESS."""
     (target,) = targets_of(server).of_scope(stun_binding.CHECK.scope)
     evidence = BindingEvidence(
-        address=f"{PRIMARY_IP}:{server.ports[0]}", result=AnswerKind.ANSWERED, attempts=1, rtt_seconds=RTT_SECONDS,
+        address=f"{PRIMARY_IP}:{server.ports[0]}", result=Reason.SUCCESS, attempts=1, rtt_seconds=RTT_SECONDS,
         other_address=other_address or f"{OTHER_IP}:{server.ports[1]}", other_address_attribute="OTHER-ADDRESS")
     result = TargetResult("stun_binding", target, Status.OK, Reason.SUCCESS, "", 0.0, evidence, time.time())
     return CheckRun.of(stun_binding.CHECK, [result])

@@ -26,8 +26,8 @@ from agent.responder.stun_server import StunServer, serve_stun
 from agent.verdicts import load_ruleset
 from checks.probes import esp
 from checks.protocols import ike, stun
-from checks.contract import Status
-from checks.transport.stun_client import REQUEST_BYTES, AnswerKind, Deadline, StunClient
+from checks.contract import Reason, Status
+from checks.transport.stun_client import REQUEST_BYTES, Deadline, StunClient
 
 OFFER = load_ruleset("azure-current").ike_offer
 
@@ -72,7 +72,7 @@ def test_an_ipv4_client_of_a_dual_stack_stun_socket_is_told_its_ipv4_address():
             transport.close()
 
     answer, local_port, counts = asyncio.run(main())
-    assert answer.kind is AnswerKind.ANSWERED, answer.detail
+    assert answer.kind is Reason.SUCCESS, answer.detail
     assert str(answer.mapped) == f"127.0.0.1:{local_port}"
     assert dict(counts) == {"answered": 1}
 

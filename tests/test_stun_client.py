@@ -9,8 +9,9 @@ import time
 
 import pytest
 
+from checks.contract import Reason
 from checks.protocols import stun
-from checks.transport.stun_client import AnswerKind, Deadline, StunClient, cached_rto
+from checks.transport.stun_client import Deadline, StunClient, cached_rto
 
 
 def success(request: bytes, mapped: tuple[str, int], extra=()) -> bytes:
@@ -64,7 +65,7 @@ def transact(script, *, timeout=30.0, rto=0.05, **kwargs):
 def test_a_valid_answer_gives_the_mapped_address_and_an_rtt():
     # An RTO longer than any wait: the first request is the one answered, however busy the machine.
     answer, requests, _ = transact(lambda n, req, src: (success(req, src), None), rto=60.0)
-    assert answer.kind is AnswerKind.ANSWERED
+    assert answer.kind is Reason.SUCCESS
     assert answer.mapped.port > 0 and str(answer.mapped.ip) == "127.0.0.1"
     assert answer.attempts == 1 and answer.rtt_seconds is not None
     request = stun.parse_message(requests[0])
@@ -74,14 +75,14 @@ def test_a_valid_answer_gives_the_mapped_address_and_an_rtt():
 def test_a_lost_request_is_retransmitted_and_its_rtt_not_trusted():
     answer, requests, _ = transact(lambda n, req, src: (success(req, src), None) if n == 2 else None)
     # At least the lost one and the answered one (a late event loop may send another meanwhile).
-    assert answer.kind is AnswerKind.ANSWERED and answer.attempts >= 2
+    assert answer.kind is Reason.SUCCESS and answer.attempts >= 2
     assert len(set(requests)) == 1  # same transaction ID on a retransmission
     assert answer.rtt_seconds is None  # Karn: ambiguous sample
 
 
 def test_silence_is_no_response_with_retransmissions_doubling():
     answer, requests, _ = transact(lambda n, req, src: None, timeout=0.5, rto=0.05)
-    assert answer.kind is AnswerKind.NO_RESPONSE
+    assert answer.kind is Reason.NO_RESPONSE
     # Sends fall due at 0, 0.05, 0.15, 0.35 s (then 0.75): doubling fits at most four in 0.5 s, a
     # fixed 0.05 s ten. A busy machine may send fewer, never more.
     assert 1 <= len(requests) <= 4 and answer.attempts == len(requests)
@@ -100,7 +101,7 @@ def test_silence_is_no_response_with_retransmissions_doubling():
 )
 def test_a_wrong_answer_is_invalid_with_a_reason(reply, detail):
     answer, _, _ = transact(lambda n, req, src: (reply(req, src), None), timeout=1.0)
-    assert answer.kind is AnswerKind.INVALID_RESPONSE
+    assert answer.kind is Reason.INVALID_RESPONSE
     assert detail in answer.detail
 
 
@@ -111,7 +112,7 @@ def test_an_error_response_is_reported_with_its_code():
                                    [(stun.Attribute.ERROR_CODE, value)]), None
 
     answer, _, _ = transact(error)
-    assert answer.kind is AnswerKind.ERROR_RESPONSE and "420 Unknown Attribute" in answer.detail
+    assert answer.kind is Reason.PEER_ERROR and "420 Unknown Attribute" in answer.detail
 
 
 def test_an_answer_from_another_address_is_refused():
@@ -121,7 +122,7 @@ def test_an_answer_from_another_address_is_refused():
         answer, _, _ = transact(lambda n, req, src: (success(req, src), other), timeout=1.0)
     finally:
         other.close()
-    assert answer.kind is AnswerKind.INVALID_RESPONSE
+    assert answer.kind is Reason.INVALID_RESPONSE
     assert "answer came from 127.0.0.2" in answer.detail
 
 
@@ -131,7 +132,7 @@ def test_junk_and_stale_answers_are_ignored_until_the_real_one():
         return [(b"\xff" * 40, None), (stale, None), (success(req, src), None)]
 
     answer, _, client = transact(noisy)
-    assert answer.kind is AnswerKind.ANSWERED
+    assert answer.kind is Reason.SUCCESS
     assert client.unsolicited == 2
 
 
@@ -142,7 +143,7 @@ def test_a_send_the_kernel_refuses_is_a_network_error():
             return await client.binding(("255.255.255.255", 3478), deadline=Deadline(time.monotonic() + 1))
 
     answer = asyncio.run(main())
-    assert answer.kind is AnswerKind.NETWORK_ERROR
+    assert answer.kind is Reason.NETWORK_ERROR
     assert answer.attempts == 0 and "send failed: Permission denied" in answer.detail
 
 
@@ -150,7 +151,7 @@ def test_default_schedule_starts_at_500_ms_and_doubles():
     answer, requests, _ = transact(lambda n, req, src: None, timeout=1.6, rto=0.5)
     # RFC 8489 §6.2.1: sends fall due at 0, 0.5 and 1.5 s, the next at 3.5: never more than three
     # in 1.6 s (a fixed 0.5 s RTO would fit four); a busy machine may send fewer.
-    assert answer.kind is AnswerKind.NO_RESPONSE and 1 <= len(requests) <= 3
+    assert answer.kind is Reason.NO_RESPONSE and 1 <= len(requests) <= 3
 
 
 def test_a_bad_copy_does_not_hide_a_good_answer_that_follows():
@@ -158,7 +159,7 @@ def test_a_bad_copy_does_not_hide_a_good_answer_that_follows():
         return [(req[:20] + b"\x00\x00\x00\x00", None), (success(req, src), None)]
 
     answer, _, _ = transact(bad_then_good)
-    assert answer.kind is AnswerKind.ANSWERED
+    assert answer.kind is Reason.SUCCESS
 
 
 def test_transactions_share_one_socket_concurrently():
@@ -174,7 +175,7 @@ def test_transactions_share_one_socket_concurrently():
                 server.close()
 
     answers, port = asyncio.run(main())
-    assert [a.kind for a in answers] == [AnswerKind.ANSWERED] * 3
+    assert [a.kind for a in answers] == [Reason.SUCCESS] * 3
     assert {a.mapped.port for a in answers} == {port}  # one socket, one mapping
     assert len({a.server for a in answers}) == 3
 
@@ -187,5 +188,5 @@ def test_cached_rto_follows_rfc_8489_with_a_floor():
 
 def test_only_junk_from_the_server_is_not_mistaken_for_silence():
     answer, _, _ = transact(lambda n, req, src: (b"\x00\x01" + b"\xee" * 30, None), timeout=1.0)
-    assert answer.kind is AnswerKind.INVALID_RESPONSE
+    assert answer.kind is Reason.INVALID_RESPONSE
     assert "datagrams from there matched no request" in answer.detail

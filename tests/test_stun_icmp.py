@@ -23,7 +23,7 @@ from lab import Lab
 from test_stun_client import ScriptedServer, success
 
 from checks.contract import Reason
-from checks.transport.stun_client import REASONS, AnswerKind, Deadline, StunClient
+from checks.transport.stun_client import Deadline, StunClient
 
 REPO = Path(__file__).resolve().parent.parent
 # A refused transaction must end on the refusal, long before this deadline (the check's default
@@ -51,7 +51,7 @@ def test_a_closed_port_is_port_unreachable_at_the_first_request():
             return answer, time.monotonic() - started
 
     answer, elapsed = asyncio.run(main())
-    assert answer.kind is AnswerKind.PORT_UNREACHABLE and REASONS[answer.kind] is Reason.PORT_UNREACHABLE
+    assert answer.kind is Reason.PORT_UNREACHABLE and answer.kind is Reason.PORT_UNREACHABLE
     assert answer.attempts == 1  # no retransmission was waited for
     assert answer.icmp.to_dict() == {"type": 3, "code": 3, "from": "127.0.0.1", "description": "port unreachable"}
     assert answer.detail == "ICMP port unreachable from 127.0.0.1"
@@ -85,11 +85,11 @@ def test_a_refusal_ends_only_the_transactions_sent_where_it_names():
             live.close()
 
     (first_refused, silence, answered, second_refused), arrivals = asyncio.run(main())
-    assert (first_refused.kind, second_refused.kind) == (AnswerKind.PORT_UNREACHABLE,) * 2
-    assert answered.kind is AnswerKind.ANSWERED and answered.icmp is None
+    assert (first_refused.kind, second_refused.kind) == (Reason.PORT_UNREACHABLE,) * 2
+    assert answered.kind is Reason.SUCCESS and answered.icmp is None
     # The refusals are not the silent server's, nor is the send each of them fails once on the shared
     # socket (IP_RECVERR): every request went out and reached it, and no ICMP error ended it.
-    assert silence.kind is AnswerKind.NO_RESPONSE and silence.icmp is None
+    assert silence.kind is Reason.NO_RESPONSE and silence.icmp is None
     assert 1 <= silence.attempts == arrivals
     assert silence.detail == f"no answer to {arrivals} datagrams and no ICMP error"
 
@@ -138,7 +138,7 @@ def test_the_lab_tells_prohibited_port_unreachable_and_silence_apart():
         completed = lab.run(lab.onprem, [sys.executable, "-c", BINDINGS, str(REPO), json.dumps(targets)], timeout=120)
     assert completed.returncode == 0, completed.stderr
     answered, closed, prohibited, rejected, dropped = json.loads(completed.stdout)
-    assert answered["kind"] == "answered", answered
+    assert answered["kind"] == "success", answered
     # The far host itself refused (through the NAT, which translates the ICMP error back to us).
     assert closed["kind"] == "port_unreachable" and closed["icmp"]["from"] == lab.stun_alternate, closed
     # The router refused, not the server: the ICMP error names who said no.

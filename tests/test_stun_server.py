@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.responder.stun_server import BURST, StunServer, serve_stun
+from checks.contract import Reason
 from checks.protocols import stun
-from checks.transport.stun_client import AnswerKind, Deadline, StunClient
+from checks.transport.stun_client import Deadline, StunClient
 
 SOURCE = ("198.51.100.7", 40000)
 
@@ -86,7 +87,7 @@ def test_our_client_measures_round_trips_against_it_on_loopback():
             transport.close()
 
     answer = asyncio.run(main())
-    assert answer.kind is AnswerKind.ANSWERED and answer.rtt_seconds is not None
+    assert answer.kind is Reason.SUCCESS and answer.rtt_seconds is not None
 
 
 def test_rfc5780_answers_name_the_other_address_and_honour_change_request():

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from checks.contract import Check, CheckContext, Outcome, Reason, Scope
 from checks.targets import Targets
-from checks.transport.udp_probe import REASONS, InvalidAnswer, UdpExchange, UdpProbe, UdpResult
+from checks.transport.udp_probe import InvalidAnswer, UdpExchange, UdpProbe
 
 if TYPE_CHECKING:  # checks.protocols.ike imports scapy: loaded only when a probe runs (`xcheck --help` stays light)
     from checks.protocols.ike import IkeAnswer, IkeSaInit, MainModeRequest
@@ -60,7 +60,7 @@ class IkeStep:
     dh_group: int | None
     cookie: bool
     attempts: int
-    result: UdpResult
+    result: Reason
     answer: str | None  # the kind of IKE answer
     notify: str | None
     summary: str
@@ -71,7 +71,7 @@ class IkeEvidence:
     address: str | None
     port: int
     reachable: bool | None  # True: an IKE answer; False: refused or silent; None: not known
-    result: UdpResult
+    result: Reason
     attempts: int = 0
     rtt_seconds: float | None = None
     local_address: str | None = None
@@ -108,13 +108,13 @@ async def _probe(ctx: CheckContext, variant: IkeVariant) -> Outcome:
     try:
         ip = await ctx.resolver.resolve(ctx.target.host, max(0.0, deadline - ctx.clock()))
     except OSError as exc:
-        return Outcome.fail(REASONS[UdpResult.RESOLVE_FAILED], str(exc),
-                            IkeEvidence(None, variant.port, None, UdpResult.RESOLVE_FAILED))
+        return Outcome.fail(Reason.RESOLVE_FAILED, str(exc),
+                            IkeEvidence(None, variant.port, None, Reason.RESOLVE_FAILED))
     try:
         udp = UdpProbe.open((ip, variant.port), ctx.clock)
     except OSError as exc:
-        return Outcome.fail(REASONS[UdpResult.NETWORK_ERROR], f"no way to {ip}: {exc.strerror or exc}",
-                            IkeEvidence(ip, variant.port, None, UdpResult.NETWORK_ERROR))
+        return Outcome.fail(Reason.NETWORK_ERROR, f"no way to {ip}: {exc.strerror or exc}",
+                            IkeEvidence(ip, variant.port, None, Reason.NETWORK_ERROR))
     with udp:
         local = udp.local_address
         if variant.version == 1:
@@ -125,9 +125,11 @@ async def _probe(ctx: CheckContext, variant: IkeVariant) -> Outcome:
     ctx.logger.debug("%s (%s:%d): %s", ctx.target.name, ip, variant.port,
                      [(str(e.result), e.answer.notify if e.answer else None) for _, e in exchanges])
     evidence, detail = _describe(ike, exchanges, local, (ip, variant.port))
-    if evidence.result is UdpResult.ANSWERED:
+    if evidence.result is Reason.SUCCESS:
         return Outcome.ok(evidence, f"{variant.what}: {detail}")
-    return Outcome.fail(REASONS[evidence.result], detail, evidence)
+    return Outcome.fail(evidence.result, detail, evidence)
+
+
 async def _ikev2_exchanges(ctx: CheckContext, ike: ModuleType, udp: UdpProbe, local: tuple[str, int],
                            variant: IkeVariant, offer: IkeOffer, deadline: float) -> list[tuple[IkeSaInit, UdpExchange[IkeAnswer]]]:
     request = ike.IkeSaInit.build(local, udp.target, natt=variant.natt, offer=offer)
@@ -179,7 +181,7 @@ def _describe(ike: ModuleType, exchanges: list[tuple[IkeSaInit | MainModeRequest
         detail += ("; NAT_DETECTION: a NAT is between us and the gateway" if verdict.nat_before_us
                    else "; NAT_DETECTION: no NAT between us and the gateway")
     return IkeEvidence(
-        **common, result=UdpResult.ANSWERED, reachable=True,
+        **common, result=Reason.SUCCESS, reachable=True,
         answer=str(answer.kind), notify=answer.notify,
         responder_spi=answer.responder_spi.hex() if any(answer.responder_spi) else None,
         chosen_proposal=answer.chosen_proposal,
@@ -189,7 +191,7 @@ def _describe(ike: ModuleType, exchanges: list[tuple[IkeSaInit | MainModeRequest
 
 
 # Results that say the gateway cannot be reached on this port; the others say nothing about it.
-_REFUSED = {UdpResult.NO_RESPONSE, UdpResult.PORT_UNREACHABLE, UdpResult.PROHIBITED}
+_REFUSED = {Reason.NO_RESPONSE, Reason.PORT_UNREACHABLE, Reason.PROHIBITED}
 
 
 def _step(request: IkeSaInit | MainModeRequest, exchange: UdpExchange[IkeAnswer]) -> IkeStep:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from checks.contract import Check, CheckContext, Outcome, Reason, Scope
 from checks.transport.addressing import AddressClass, classify
 from checks.protocols.stun import TransportAddress
-from checks.transport.stun_client import REASONS, AnswerKind, BindingAnswer, Deadline, StunClient, cached_rto, unusable_address
+from checks.transport.stun_client import BindingAnswer, Deadline, StunClient, cached_rto, unusable_address
 
 ENDPOINT_INDEPENDENT = "endpoint-independent"
 ADDRESS_DEPENDENT = "address-dependent"
@@ -41,7 +41,7 @@ Address = tuple[str, int]
 
 @dataclass(frozen=True)
 class StunTest:
-    result: AnswerKind
+    result: Reason
     detail: str
     attempts: int
     mapped: str | None
@@ -53,7 +53,7 @@ class Discovery:
     """One of §4.3 / §4.4: the behaviour found, or why none was."""
 
     behavior: str | None
-    failure: AnswerKind | None
+    failure: Reason | None
     reason: str | None
     tests: Mapping[str, StunTest]
     wait_seconds: float | None = None  # how long silence had to last (filtering)
@@ -81,7 +81,7 @@ async def _filtering(ctx: CheckContext, primary: Address, other: Address, rto: f
     """§4.4: after a binding to primary, ask for answers from the other addresses (CHANGE-REQUEST)."""
     with StunClient.open(ctx.clock) as client:
         test1 = await client.binding(primary, deadline=Deadline(ctx.deadline), rto=rto)
-        if test1.kind is not AnswerKind.ANSWERED:
+        if test1.kind is not Reason.SUCCESS:
             return _undecided(test1, "test I", {"test1": _test_evidence(test1)})
         wait = max(MIN_FILTERING_WAIT_SECONDS, FILTERING_SENDS * rto)
         window = Deadline(min(ctx.deadline, ctx.clock() + wait))
@@ -94,12 +94,12 @@ async def _filtering(ctx: CheckContext, primary: Address, other: Address, rto: f
     tests = {"test1": _test_evidence(test1), "test2": _test_evidence(test2), "test3": _test_evidence(test3)}
     wait = round(wait, 3)
     for answer, name in ((test2, "test II (change IP and port)"), (test3, "test III (change port)")):
-        if answer.kind not in (AnswerKind.ANSWERED, AnswerKind.NO_RESPONSE):
+        if answer.kind not in (Reason.SUCCESS, Reason.NO_RESPONSE):
             # E.g. an answer from the primary address: the server ignored CHANGE-REQUEST.
             return _undecided(answer, name, tests, wait)
-    if test2.kind is AnswerKind.ANSWERED:
+    if test2.kind is Reason.SUCCESS:
         return Discovery(ENDPOINT_INDEPENDENT, None, None, tests, wait)
-    if test3.kind is AnswerKind.ANSWERED:
+    if test3.kind is Reason.SUCCESS:
         return Discovery(ADDRESS_DEPENDENT, None, None, tests, wait)
     return Discovery(ADDRESS_AND_PORT_DEPENDENT, None, None, tests, wait)
 
@@ -108,7 +108,7 @@ async def _mapping(ctx: CheckContext, primary: Address, other: Address, rto: flo
     """§4.3: one local port toward primary, then (other IP, primary port) and other."""
     with StunClient.open(ctx.clock) as client:
         test1 = await client.binding(primary, deadline=Deadline(ctx.deadline), rto=rto)
-        if test1.kind is not AnswerKind.ANSWERED:
+        if test1.kind is not Reason.SUCCESS:
             return _undecided(test1, "test I", {"test1": _test_evidence(test1)})
         wait = max(MIN_ALTERNATE_WAIT_SECONDS, ALTERNATE_WAIT_RTOS * rto)
         alternate = Deadline(min(ctx.deadline, ctx.clock() + wait))
@@ -118,7 +118,7 @@ async def _mapping(ctx: CheckContext, primary: Address, other: Address, rto: flo
         )
     tests = {"test1": _test_evidence(test1), "test2": _test_evidence(test2), "test3": _test_evidence(test3)}
     for answer, name in ((test2, "test II (other IP, primary port)"), (test3, "test III (other IP and port)")):
-        if answer.kind is not AnswerKind.ANSWERED:
+        if answer.kind is not Reason.SUCCESS:
             return _undecided(answer, name, tests)
     if test2.mapped == test1.mapped:
         return Discovery(ENDPOINT_INDEPENDENT, None, None, tests)
@@ -177,7 +177,7 @@ async def probe(ctx: CheckContext) -> Outcome:
     undecided = [(name, part) for name, part in (("filtering", filtering), ("mapping", mapping)) if part.failure]
     if undecided:
         detail = "; ".join(f"{name}: {part.reason}" for name, part in undecided)
-        return Outcome.fail(REASONS[undecided[0][1].failure], detail, evidence)
+        return Outcome.fail(undecided[0][1].failure, detail, evidence)
     return Outcome.ok(evidence, f"mapping {mapping.behavior}, filtering {filtering.behavior}")
 
 

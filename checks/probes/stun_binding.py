@@ -12,10 +12,10 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from checks.contract import Check, CheckContext, Outcome, Scope
+from checks.contract import Check, CheckContext, Outcome, Reason, Scope
 from checks.targets import Targets
 from checks.transport.addressing import source_address_toward
-from checks.transport.stun_client import REASONS, AnswerKind, BindingAnswer, Deadline, StunClient
+from checks.transport.stun_client import BindingAnswer, Deadline, StunClient
 
 # Once one server has answered, the others get this long: a dead default server must not hold
 # `xcheck run` to the full timeout, and a live one is rarely this far behind the first.
@@ -25,7 +25,7 @@ SLOWER_SERVER_GRACE_SECONDS = 0.5
 @dataclass(frozen=True)
 class BindingEvidence:
     address: str | None  # IP:PORT the request went to
-    result: AnswerKind
+    result: Reason
     attempts: int = 0
     rtt_seconds: float | None = None
     local_address: str | None = None
@@ -93,16 +93,16 @@ async def probe(ctx: CheckContext) -> Outcome:
         ip = await ctx.resolver.resolve(target.host, ctx.remaining())
     except OSError as exc:
         ctx.logger.debug("%s: %s", target, exc)
-        return Outcome.fail(REASONS[AnswerKind.RESOLVE_FAILED], str(exc),
-                            BindingEvidence(None, AnswerKind.RESOLVE_FAILED))
+        return Outcome.fail(Reason.RESOLVE_FAILED, str(exc),
+                            BindingEvidence(None, Reason.RESOLVE_FAILED))
     answer = await session.client.binding((ip, target.port), deadline=session.deadline)
     ctx.logger.debug("%s (%s): %s after %d requests %s", target, ip, answer.kind, answer.attempts, answer.detail)
-    if answer.kind is AnswerKind.ANSWERED:
+    if answer.kind is Reason.SUCCESS:
         session.deadline.bring_forward(ctx.clock() + SLOWER_SERVER_GRACE_SECONDS)
     evidence = _evidence(session.client.local_port, answer, session.client.unsolicited)
-    if answer.kind is AnswerKind.ANSWERED:
+    if answer.kind is Reason.SUCCESS:
         return Outcome.ok(evidence, f"{evidence.mapped_address}:{evidence.mapped_port} as seen by {ip}:{target.port}")
-    return Outcome.fail(REASONS[answer.kind], answer.detail, evidence)
+    return Outcome.fail(answer.kind, answer.detail, evidence)
 
 
 CHECK = Check(

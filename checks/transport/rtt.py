@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from checks.contract import CheckContext, Outcome, Reason
 from checks.transport.addressing import source_address_toward
-from checks.transport.stun_client import AnswerKind, Deadline, StunClient
+from checks.transport.stun_client import Deadline, StunClient
 
 SAMPLE_TIMEOUT_SECONDS = 1.0  # a round trip slower than this counts as lost
 UDP_PORT = 3478
@@ -80,7 +80,7 @@ async def udp_round_trip(client: StunClient, ip: str, timeout: float, clock: Cal
     """One STUN Binding sent once (no retransmission: a loss must count as a loss)."""
     answer = await client.binding((ip, UDP_PORT), deadline=Deadline(clock() + timeout), rto=timeout)
     # Sent once (rto = timeout), so an answer's round trip is always measured, to its kernel arrival time.
-    return answer.rtt_seconds if answer.kind is AnswerKind.ANSWERED else None
+    return answer.rtt_seconds if answer.kind is Reason.SUCCESS else None
 
 
 async def sample(measure: Callable[[], Awaitable[float | None]], count: int, interval: float,

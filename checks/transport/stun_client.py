@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import enum
 import socket
 import time
 from collections.abc import Callable
@@ -23,18 +22,8 @@ from checks.contract import Reason
 from checks.protocols import stun
 from checks.transport.addressing import AddressClass, classify
 from checks.transport.icmp_errors import IcmpError
-from checks.transport.udp_probe import (
-    BACKOFF,
-    INITIAL_RTO_SECONDS,
-    Address,
-    Datagram,
-    Deadline,
-    Event,
-    IcmpReport,
-    InvalidAnswer,
-    UdpResult,
-    UdpSocket,
-)
+from checks.transport.udp_probe import (BACKOFF, INITIAL_RTO_SECONDS, Address, Datagram, Deadline, Event,
+                                        IcmpReport, InvalidAnswer, UdpSocket)
 
 # A cached RTO (3x a measured RTT, RFC 6298 on one sample) is floored so that a sub-millisecond
 # lab RTT does not turn retransmission into a flood.
@@ -47,34 +36,9 @@ REQUEST_BYTES = stun.largest_binding_answer_bytes(4)
 _NOT_A_HOST = frozenset({AddressClass.UNSPECIFIED, AddressClass.MULTICAST, AddressClass.RESERVED})
 
 
-class AnswerKind(enum.StrEnum):
-    ANSWERED = "answered"
-    ERROR_RESPONSE = "error_response"  # a valid STUN error response (e.g. 420)
-    INVALID_RESPONSE = "invalid_response"  # only answers that break the protocol came back
-    NO_RESPONSE = "no_response"  # silence until the deadline, at least one RTO after the first send
-    TIMEOUT = "timeout"  # the deadline came before a send, or less than one RTO after the first: nothing proven
-    PORT_UNREACHABLE = "port_unreachable"  # ICMP port unreachable: the host is there, nothing listens
-    PROHIBITED = "prohibited"  # ICMP administratively prohibited or another unreachable (icmp says who)
-    NETWORK_ERROR = "network_error"  # the local stack refused to send
-    RESOLVE_FAILED = "resolve_failed"  # never sent: the server's name did not resolve
-
-
-# What each way a transaction can end means for a check's result.
-REASONS = {
-    AnswerKind.NO_RESPONSE: Reason.NO_RESPONSE,
-    AnswerKind.TIMEOUT: Reason.TIMEOUT,
-    AnswerKind.PORT_UNREACHABLE: Reason.PORT_UNREACHABLE,
-    AnswerKind.PROHIBITED: Reason.PROHIBITED,
-    AnswerKind.NETWORK_ERROR: Reason.NETWORK_ERROR,
-    AnswerKind.INVALID_RESPONSE: Reason.INVALID_RESPONSE,
-    AnswerKind.ERROR_RESPONSE: Reason.PEER_ERROR,
-    AnswerKind.RESOLVE_FAILED: Reason.RESOLVE_FAILED,
-}
-
-
 @dataclass(frozen=True)
 class BindingAnswer:
-    kind: AnswerKind
+    kind: Reason
     server: Address
     attempts: int
     detail: str = ""
@@ -177,7 +141,7 @@ class StunClient(UdpSocket):
 
         def judge(datagram: Datagram) -> BindingAnswer:
             answer = _validate_response(datagram.payload, datagram.source, server, expected_source, transaction_id)
-            if answer.kind is AnswerKind.INVALID_RESPONSE:
+            if answer.kind is Reason.INVALID_RESPONSE:
                 raise InvalidAnswer(answer.detail, answer)
             return answer
 
@@ -190,10 +154,10 @@ class StunClient(UdpSocket):
         if exchange.answer is not None:  # answered, or only invalid answers came
             return dataclasses.replace(exchange.answer, attempts=exchange.attempts, rtt_seconds=exchange.rtt_seconds)
         stray = self._unsolicited_from.get(expected_source, 0)
-        if stray and exchange.attempts and exchange.result in (UdpResult.NO_RESPONSE, UdpResult.TIMEOUT):
+        if stray and exchange.attempts and exchange.result in (Reason.NO_RESPONSE, Reason.TIMEOUT):
             detail = f"no valid answer to {exchange.attempts} requests; {stray} datagrams from there matched no request"
-            return BindingAnswer(AnswerKind.INVALID_RESPONSE, server, exchange.attempts, detail)
-        return BindingAnswer(AnswerKind(exchange.result), server, exchange.attempts, exchange.detail,
+            return BindingAnswer(Reason.INVALID_RESPONSE, server, exchange.attempts, detail)
+        return BindingAnswer(Reason(exchange.result), server, exchange.attempts, exchange.detail,
                              icmp=exchange.icmp)
 
 
@@ -208,7 +172,7 @@ def _validate_response(
     engine fills in attempts and RTT."""
 
     def invalid(detail: str, message: stun.StunMessage | None = None) -> BindingAnswer:
-        return BindingAnswer(AnswerKind.INVALID_RESPONSE, server, 0, detail, message, source)
+        return BindingAnswer(Reason.INVALID_RESPONSE, server, 0, detail, message, source)
 
     try:
         message = stun.parse_message(data)
@@ -228,7 +192,7 @@ def _validate_response(
         return invalid(f"unknown comprehension-required attributes {types}", message)
     if message.message_class is stun.MessageClass.ERROR_RESPONSE:
         code, phrase = message.error_code or (0, "no ERROR-CODE attribute")
-        return BindingAnswer(AnswerKind.ERROR_RESPONSE, server, 0, f"error {code} {phrase}".strip(), message, source)
+        return BindingAnswer(Reason.PEER_ERROR, server, 0, f"error {code} {phrase}".strip(), message, source)
     mapped = message.xor_mapped_address or message.mapped_address
     if mapped is None:
         return invalid("success response without XOR-MAPPED-ADDRESS or MAPPED-ADDRESS", message)
@@ -238,4 +202,4 @@ def _validate_response(
     if problem:
         field = "XOR-MAPPED-ADDRESS" if message.xor_mapped_address else "MAPPED-ADDRESS"
         return invalid(f"{field} {mapped} cannot be this host's address: {problem}", message)
-    return BindingAnswer(AnswerKind.ANSWERED, server, 0, "", message, source)
+    return BindingAnswer(Reason.SUCCESS, server, 0, "", message, source)

@@ -28,7 +28,6 @@ reported if nothing better comes.
 from __future__ import annotations
 
 import asyncio
-import enum
 import socket
 import struct
 import time
@@ -66,31 +65,6 @@ T = TypeVar("T")
 S = TypeVar("S", bound="UdpSocket")
 
 
-class UdpResult(enum.StrEnum):
-    """How one exchange ended. Closed: evidence and metrics may enumerate it."""
-
-    ANSWERED = "answered"
-    NO_RESPONSE = "no_response"  # silence until the deadline, at least one RTO after the first send
-    TIMEOUT = "timeout"  # the deadline came before a send, or less than one RTO after the first: nothing proven
-    PORT_UNREACHABLE = "port_unreachable"  # ICMP port unreachable: the host is there, nothing listens
-    PROHIBITED = "prohibited"  # ICMP administratively prohibited or another unreachable
-    INVALID_RESPONSE = "invalid_response"  # only answers that break the protocol came back
-    NETWORK_ERROR = "network_error"  # the local stack refused to send (no route, ...)
-    RESOLVE_FAILED = "resolve_failed"  # never sent: the target's name did not resolve (for callers' evidence)
-
-
-REASONS: dict[UdpResult, Reason] = {
-    UdpResult.ANSWERED: Reason.SUCCESS,
-    UdpResult.NO_RESPONSE: Reason.NO_RESPONSE,
-    UdpResult.TIMEOUT: Reason.TIMEOUT,
-    UdpResult.PORT_UNREACHABLE: Reason.PORT_UNREACHABLE,
-    UdpResult.PROHIBITED: Reason.PROHIBITED,
-    UdpResult.INVALID_RESPONSE: Reason.INVALID_RESPONSE,
-    UdpResult.NETWORK_ERROR: Reason.NETWORK_ERROR,
-    UdpResult.RESOLVE_FAILED: Reason.RESOLVE_FAILED,
-}
-
-
 class InvalidAnswer(ValueError):
     """Raised by a judge: the datagram answers our request but breaks the protocol (the message says how).
 
@@ -118,7 +92,7 @@ class IcmpReport:
 
 @dataclass(frozen=True)
 class UdpExchange(Generic[T]):
-    result: UdpResult
+    result: Reason
     target: Address
     attempts: int  # datagrams sent
     detail: str
@@ -147,7 +121,7 @@ class Deadline:
         self.at = min(self.at, at)
 
 
-def classify_icmp(error: IcmpError) -> tuple[UdpResult, IcmpReport] | None:
+def classify_icmp(error: IcmpError) -> tuple[Reason, IcmpReport] | None:
     """What an error-queue entry says about the target; None when it is no refusal (local, PMTU)."""
     if not error.from_icmp:
         return None
@@ -155,9 +129,9 @@ def classify_icmp(error: IcmpError) -> tuple[UdpResult, IcmpReport] | None:
         if error.icmp_code == ICMP_FRAG_NEEDED:
             return None
         description = UNREACHABLE_CODES.get(error.icmp_code, f"destination unreachable, code {error.icmp_code}")
-        result = UdpResult.PORT_UNREACHABLE if error.icmp_code == ICMP_PORT_UNREACH else UdpResult.PROHIBITED
+        result = Reason.PORT_UNREACHABLE if error.icmp_code == ICMP_PORT_UNREACH else Reason.PROHIBITED
     elif error.icmp_type == ICMP_TIME_EXCEEDED:
-        description, result = "time exceeded (a routing loop or a too-short TTL)", UdpResult.PROHIBITED
+        description, result = "time exceeded (a routing loop or a too-short TTL)", Reason.PROHIBITED
     else:
         return None
     return result, IcmpReport(error.icmp_type, error.icmp_code, error.offender, description)
@@ -251,7 +225,7 @@ class UdpSocket:
                             first_sent_at = now
                         attempts, sent_at = attempts + 1, now
                     elif not isinstance(error, BlockingIOError):  # a full send buffer: the next send tries again
-                        return UdpExchange(UdpResult.NETWORK_ERROR, target, attempts,
+                        return UdpExchange(Reason.NETWORK_ERROR, target, attempts,
                                            f"send failed: {error.strerror or error}")
                     next_send = now + rto
                     rto *= backoff
@@ -273,14 +247,14 @@ class UdpSocket:
                 first_invalid = first_invalid or (exc, rtt)
                 continue
             if answer is not None:
-                return UdpExchange(UdpResult.ANSWERED, target, attempts, "", answer, rtt)
+                return UdpExchange(Reason.SUCCESS, target, attempts, "", answer, rtt)
         if first_invalid is not None:
             invalid, rtt = first_invalid
-            return UdpExchange(UdpResult.INVALID_RESPONSE, target, attempts, str(invalid), invalid.answer, rtt)
+            return UdpExchange(Reason.INVALID_RESPONSE, target, attempts, str(invalid), invalid.answer, rtt)
         unproven = unproven_silence(first_sent_at, self._clock(), first_rto)
         if unproven is not None:
-            return UdpExchange(UdpResult.TIMEOUT, target, attempts, unproven)
-        return UdpExchange(UdpResult.NO_RESPONSE, target, attempts,
+            return UdpExchange(Reason.TIMEOUT, target, attempts, unproven)
+        return UdpExchange(Reason.NO_RESPONSE, target, attempts,
                            f"no answer to {attempts} datagrams and no ICMP error")
 
 

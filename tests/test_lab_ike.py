@@ -307,7 +307,7 @@ def test_a_blocked_port_fails_with_the_reason_and_the_other_still_answers(nat_la
 
 
 def test_the_responder_stub_satisfies_ike_scan_and_the_checks():
-    """agent/ike_stub.py as `xcheck responder` runs it, against ike-scan and xcheck's own probes."""
+    """agent/responder/ike_stub.py as `xcheck responder` runs it, against ike-scan and xcheck's own probes."""
     serve = ("import asyncio\nfrom agent.responder.ike_stub import serve_ike\n"
              "async def main():\n"
              f"    await serve_ike({STUB_ADDRESS!r})\n"

@@ -171,11 +171,12 @@ async def run_checks(
     await asyncio.to_thread(_prepare, ordered, targets)
     run = _Run(targets, timeout, Resolver(), clock, progress)
     tasks: dict[str, asyncio.Task[CheckRun]] = {}
+    loading = {check.name for check in ordered if check.loads_path}
 
     async def one(check: Check) -> CheckRun:
         waits = [tasks[name] for name in check.depends_on if name in tasks]
         if check.loads_path:
-            waits += [task for name, task in tasks.items() if name != check.name and not _loads_path(name, ordered)]
+            waits += [task for name, task in tasks.items() if name not in loading]
         await asyncio.gather(*waits)
         dependencies = {name: store.latest(name) for name in check.depends_on if _fresh(store, name,
                                                                                        dependency_max_age_seconds)}
@@ -189,11 +190,9 @@ async def run_checks(
 
 
 def _fresh(store: ResultStore, name: str, max_age_seconds: float | None) -> bool:
-    age = store.age_seconds(name)
     if store.latest(name) is None:
         return False
-    return max_age_seconds is None or (age is not None and age <= max_age_seconds)
-
-
-def _loads_path(name: str, checks: list[Check]) -> bool:
-    return any(check.name == name and check.loads_path for check in checks)
+    if max_age_seconds is None:
+        return True
+    age = store.age_seconds(name)
+    return age is not None and age <= max_age_seconds

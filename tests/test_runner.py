@@ -31,6 +31,17 @@ def run(checks, timeout=2.0, targets=Targets(), store=None):
 GATEWAYS = Targets(gateways=("192.0.2.1", "192.0.2.2", "192.0.2.3"))
 
 
+async def first(ctx):
+    """A check others build on: it learns a mapping."""
+    return Outcome.ok({"mapped": "203.0.113.1:4000"})
+
+
+async def second(ctx):
+    """A check that builds on `first` for the same target, and says when it had nothing to build on."""
+    dependency = ctx.dependency("first")
+    return Outcome.ok({"used": dependency.evidence["mapped"] if dependency else None})
+
+
 def test_independent_checks_run_concurrently():
     spans = []
 
@@ -83,15 +94,12 @@ def test_a_crash_becomes_an_error_result_and_others_go_on():
 def test_dependencies_get_the_result_from_the_runner():
     seen = {}
 
-    async def first(ctx):
-        return Outcome.ok({"mapped": "203.0.113.1:4000"})
-
-    async def second(ctx):
+    async def records(ctx):
         seen["deps"] = dict(ctx.dependencies)
-        return Outcome.ok({"used": ctx.dependency("first").evidence["mapped"]})
+        return await second(ctx)
 
     # Listed dependent-first: the runner still runs the dependency first.
-    results = run([check("second", second, ("first",)), check("first", first)])
+    results = run([check("second", records, ("first",)), check("first", first)])
     assert [r.check for r in results] == ["first", "second"]
     assert results[1].evidence == {"used": "203.0.113.1:4000"}
     assert set(seen["deps"]) == {"first"}
@@ -256,13 +264,6 @@ def test_a_session_is_shared_by_every_target_and_closed_after_them():
 
 
 def test_a_subset_run_takes_its_dependencies_from_the_store_with_their_age():
-    async def first(ctx):
-        return Outcome.ok({"mapped": "203.0.113.1:4000"})
-
-    async def second(ctx):
-        dependency = ctx.dependency("first")
-        return Outcome.ok({"used": dependency.evidence["mapped"] if dependency else None})
-
     wall = [1000.0]
     store = ResultStore(wall_clock=lambda: wall[0])
     producer, consumer = check("first", first), check("second", second, ("first",))
@@ -327,13 +328,6 @@ def test_a_session_that_fails_to_close_keeps_the_results_and_one_that_fails_to_o
 
 
 def test_a_stored_dependency_older_than_allowed_counts_as_missing():
-    async def first(ctx):
-        return Outcome.ok({"mapped": "203.0.113.1:4000"})
-
-    async def second(ctx):
-        dependency = ctx.dependency("first")
-        return Outcome.ok({"used": dependency.evidence["mapped"] if dependency else None})
-
     wall = [1000.0]
     store = ResultStore(wall_clock=lambda: wall[0])
     asyncio.run(run_checks([check("first", first)], Targets(), 2.0, store=store))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from checks.contract import CheckRun, Reason, TargetResult, evidence_dict
+from checks.contract import CheckRun, Reason, Target, TargetResult, evidence_dict
 from checks.probes.ike_handshake import IkeEvidence
 from checks.probes.interfaces import InterfacesEvidence
 from checks.probes.nat_behavior import NatBehaviorEvidence
@@ -27,8 +27,8 @@ REACHABILITY_CHECKS = {"ike_udp500": "IKEv2 on UDP 500", "ike_natt_udp4500": "IK
 IPV4_TCP_HEADERS_BYTES = 40  # MSS = packet size - IPv4 header (20) - TCP header (20)
 
 
-def _results(runs: Runs, name: str) -> list[TargetResult]:
-    run = runs.get(name)
+def _results(runs: Runs, name: str | None) -> list[TargetResult]:
+    run = runs.get(name) if name else None
     return list(run.results) if run else []
 
 
@@ -52,11 +52,17 @@ def public_ipv4(runs: Runs) -> dict[str, Any]:
                  if a.family == "ipv4"]
     public = [a.address for a in addresses if a.address_class is AddressClass.PUBLIC]
     local = {a.address for a in addresses}
+    answered = _answered(runs)
     # An address the STUN server sees unchanged is Internet-facing whatever its class.
-    seen_unchanged = [s.mapped_address for s in _answered(runs) if s.mapped_address in local]
+    seen_unchanged = [s.mapped_address for s in answered if s.mapped_address in local]
+    # The address a gateway on the Internet sees this site as, which its side must be configured
+    # with: what a STUN server saw, else this host's one public address.
+    own = public[0] if len(set(public)) == 1 else None
     return {
         "present": (bool(public) or bool(seen_unchanged)) if interfaces and interfaces.interfaces else None,
         "addresses": sorted(set(public) | set(seen_unchanged)),
+        "site_address": answered[0].mapped_address if answered else own,
+        "site_address_source": "stun" if answered else ("interface" if own else None),
     }
 
 
@@ -196,26 +202,66 @@ def latency(runs: Runs) -> dict[str, Any]:
     return _figures(idle) | {"under_load": _figures(loaded)}
 
 
-def _reachable(states: Sequence[bool | None]) -> bool | None:
-    """Over every gateway: False if one is unreachable, True if all are, else not known."""
-    if False in states:
-        return False
-    if states and all(state is True for state in states):
-        return True
-    return None
+# IKE listens on both ports (RFC 7296 §2.23): silence on one while the same gateway answers IKE
+# on the other is a filter on the way, not a gateway that ignores us. IKEv1 on 500 is contrasted
+# with 4500 too, unless IKEv2 got through on 500 itself: then the port passes and IKEv1 is ignored.
+_OTHER_IKE_PORT = {"ike_udp500": "ike_natt_udp4500", "ike_natt_udp4500": "ike_udp500", "ikev1_udp500": "ike_natt_udp4500"}
+_SAME_PORT = {"ikev1_udp500": "ike_udp500"}
+
+
+def _silent(entry: Mapping[str, Any]) -> bool:
+    return entry["reachable"] is None and entry["reason"] == Reason.NO_RESPONSE
+
+
+def _responders(runs: Runs) -> set[str]:
+    """Gateways that are `xcheck responder`: only it echoes xcheck's ESP probes, and it answers every
+    peer on every port xcheck probes, so its silence anywhere is a filter on the way."""
+    return {r.target.name for r in _results(runs, "esp") if r.evidence is not None and r.evidence.reachable}
+
+
+def _answered_by(runs: Runs, name: str | None, target: Target) -> bool:
+    return any(r.target == target and r.evidence is not None and r.evidence.reachable for r in _results(runs, name))
+
+
+def _gateway_entry(runs: Runs, name: str, result: TargetResult, responders: set[str]) -> dict[str, Any]:
+    """One gateway's reachability by one check. False only with proof: the probe's own (an ICMP
+    refusal, a TCP reset, a refusing answer), or silence shown to be a filter by contrast. Bare
+    silence stays None: a gateway may ignore a peer it has no connection for."""
+    entry = {"gateway": result.target.name, "reachable": result.evidence.reachable if result.evidence else None,
+             "reason": str(result.reason), "detail": result.detail}
+    if not _silent(entry):
+        return entry
+    other = _OTHER_IKE_PORT.get(name)
+    if other and _answered_by(runs, other, result.target) and not _answered_by(runs, _SAME_PORT.get(name), result.target):
+        entry.update(reachable=False, detail=f"filtered: silent here while the same gateway answers "
+                                             f"{REACHABILITY_CHECKS[other]} ({result.detail})")
+    elif result.target.name in responders:
+        entry.update(reachable=False, detail="filtered: silent here, and the gateway is `xcheck responder` (it "
+                                             f"echoed our ESP), which answers every peer ({result.detail})")
+    return entry
+
+
+def _summary(run: CheckRun | None, gateways: Sequence[Mapping[str, Any]]) -> tuple[bool | None, str | None, str]:
+    """Over every gateway: False if one is proven unreachable, True if all answered, else not known;
+    with the reason and detail of the gateway(s) that decide it (the check's own when none was probed)."""
+    if not gateways:
+        return (None, str(run.reason), run.detail) if run else (None, None, "not run")
+    refused = [g for g in gateways if g["reachable"] is False]
+    unknown = [g for g in gateways if g["reachable"] is None]
+    deciding = refused or unknown or list(gateways)
+    state = False if refused else (None if unknown else True)
+    many = len(gateways) > 1
+    detail = "; ".join(f"{g['gateway']}: {g['detail']}" if many else g["detail"] for g in deciding)
+    return state, deciding[0]["reason"], detail
 
 
 def reachability(runs: Runs) -> dict[str, Any]:
+    responders = _responders(runs)
     facts: dict[str, Any] = {}
     for name in REACHABILITY_CHECKS:
-        run = runs.get(name)
-        gateways = [{"gateway": r.target.name, "reachable": r.evidence.reachable if r.evidence else None,
-                     "reason": str(r.reason), "detail": r.detail} for r in _results(runs, name)]
-        facts[name] = {
-            "reachable": _reachable([g["reachable"] for g in gateways]),
-            "reason": f"{run.reason}: {run.detail}" if run else "not run",
-            "gateways": gateways,
-        }
+        gateways = [_gateway_entry(runs, name, r, responders) for r in _results(runs, name)]
+        reachable, reason, detail = _summary(runs.get(name), gateways)
+        facts[name] = {"reachable": reachable, "reason": reason, "detail": detail, "gateways": gateways}
     return facts
 
 
@@ -228,8 +274,11 @@ def path_mtu(runs: Runs) -> dict[str, Any]:
     """The narrowest path toward the gateways decides what a tunnel can carry."""
     sizes = [e.path_mtu_bytes for e in _evidence(runs, "path_mtu") if e.path_mtu_bytes is not None]
     narrowest = min(sizes) if sizes else None
+    run = runs.get("path_mtu")
     return {"bytes": narrowest,
-            "tcp_mss_bytes": narrowest - IPV4_TCP_HEADERS_BYTES if narrowest is not None else None}
+            "tcp_mss_bytes": narrowest - IPV4_TCP_HEADERS_BYTES if narrowest is not None else None,
+            # Why, beside the figure: a target that answers no probe (no_response) leaves it unknown, never small.
+            "reason": str(run.reason) if run else None, "detail": run.detail if run else "not run"}
 
 
 def derive_facts(runs: Iterable[CheckRun]) -> dict[str, Any]:

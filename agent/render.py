@@ -41,6 +41,7 @@ def _fact_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     addresses = ", ".join(public["addresses"])
     return [
         ("Public IPv4", _yes_no(public["present"]) + (f" ({addresses})" if addresses else "")),
+        ("Site's public address", _site_address_text(public)),
         ("NAT", nat_text),
         ("NAT mapping", mapping),
         ("NAT filtering", nat["filtering"] or "not measured"),
@@ -60,13 +61,20 @@ def _reachability_text(fact: dict[str, Any]) -> str:
     if not fact["gateways"]:
         return "not measured"
     state = {True: "reachable", False: "not reachable", None: "not known"}[fact["reachable"]]
+    if fact["reachable"] is None and fact["reason"] == Reason.NO_RESPONSE:
+        state = "no answer (silence: a filter, or a gateway not configured for this site)"
     reasons = sorted({g["reason"] for g in fact["gateways"]})
     return f"{state} ({', '.join(reasons)})"
 
 
+def _site_address_text(public: dict[str, Any]) -> str:
+    source = {"stun": "as a STUN server saw it", "interface": "this host's own"}.get(public["site_address_source"])
+    return f"{public['site_address']} ({source})" if public["site_address"] else "not measured"
+
+
 def _path_mtu_text(path_mtu: dict[str, Any]) -> str:
     if path_mtu["bytes"] is None:
-        return "not measured"
+        return "not measured" + (" (the gateway answered no probe)" if path_mtu["reason"] == Reason.NO_RESPONSE else "")
     return f"{path_mtu['bytes']} bytes (TCP MSS up to {path_mtu['tcp_mss_bytes']})"
 
 

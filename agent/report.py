@@ -291,9 +291,11 @@ def _names_to_hide(report: dict[str, Any]) -> dict[str, str]:
 
 
 def _shape(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
-    """A schema node with its $ref and allOf folded in: the properties, items, enum and const it allows."""
+    """A schema node with its $ref, allOf and anyOf folded in: the properties, items, enum and const it allows."""
     if "$ref" in node:
         node = {**root["$defs"][node["$ref"].rsplit("/", 1)[1]], **{k: v for k, v in node.items() if k != "$ref"}}
+    if "anyOf" in node:  # an enum or null, as facts.reachability's reason: the values of every alternative
+        node = {**node, "enum": [value for part in node["anyOf"] for value in _shape(part, root).get("enum", [])]}
     for part in node.get("allOf", []):
         part = _shape(part, root)
         node = {**part, **node, "properties": {**part.get("properties", {}), **node.get("properties", {})}}

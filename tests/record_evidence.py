@@ -94,6 +94,24 @@ def onprem(*commands: tuple[str, ...]) -> Setup:
     return change
 
 
+def cloud(*commands: tuple[str, ...]) -> Setup:
+    def change(lab: Lab, peers: ExitStack) -> None:
+        for command in commands:
+            lab.run(lab.cloud, list(command), check=True)
+    return change
+
+
+# A gateway that ignores IKE from every peer but the one configured on its side (not this lab's router).
+IGNORE_UNKNOWN_PEERS = ("iptables", "-A", "INPUT", "-p", "udp", "-m", "multiport", "--dports", "500,4500",
+                        "!", "-s", "198.51.100.99", "-j", "DROP")
+
+
+# A gateway that speaks only IKEv2 and ignores IKEv1: the IKE header's version byte (offset 17 of the
+# UDP payload, 8 bytes past the UDP header) is 0x10 for IKEv1.
+IGNORE_IKEV1 = ("iptables", "-A", "INPUT", "-p", "udp", "--dport", "500", "-m", "u32", "--u32",
+                "0>>22&0x3C@25>>24=0x10", "-j", "DROP")
+
+
 def cloud_link(mtu: int) -> Setup:
     """Both ends of the router-cloud link: a veth drops what exceeds its peer's MTU, ICMP or not."""
     def change(lab: Lab, peers: ExitStack) -> None:
@@ -189,6 +207,41 @@ SCENARIOS: dict[str, Scenario] = {
                           forward("-p", "tcp", "--sport", "5201", "-m", "connbytes", "--connbytes", "20000000:",
                                   "--connbytes-dir", "reply", "--connbytes-mode", "bytes", "-j", "DROP")),
                    iperf3)),
+    "ike-500-dropped": Scenario(
+        "onprem 10.0.0.2 behind MASQUERADE; strongSwan charon 5.9.8 at 203.0.113.10 as gateway; the router DROPs "
+        "UDP 500 (4500 passes); coturn RFC 5780 at 203.0.113.10/.11",
+        ("--stun", PRIMARY, "--gateway", PRIMARY, *TIMEOUT),
+        setup=both(strongswan, router(forward("-p", "udp", "--dport", "500", "-j", "DROP")))),
+    "ike-dropped": Scenario(
+        "onprem 10.0.0.2 behind MASQUERADE; strongSwan charon 5.9.8 at 203.0.113.10 as gateway; the router DROPs "
+        "UDP 500 and 4500; coturn RFC 5780 at 203.0.113.10/.11",
+        ("--stun", PRIMARY, "--gateway", PRIMARY, *TIMEOUT),
+        setup=both(strongswan, router(forward("-p", "udp", "-m", "multiport", "--dports", "500,4500", "-j", "DROP")))),
+    "ike-unknown-peer": Scenario(
+        "onprem 198.51.100.2 routed without NAT, no STUN server (a config with `stun = []`); strongSwan charon "
+        "5.9.8 at 203.0.113.10 as gateway, whose namespace drops IKE (UDP 500, 4500) from every source but "
+        "198.51.100.99, the one peer configured on its side",
+        ("--gateway", PRIMARY, *TIMEOUT), nat="public", stun="none", config="stun = []\n",
+        setup=both(strongswan, cloud(IGNORE_UNKNOWN_PEERS))),
+    "ikev1-ignored": Scenario(
+        "onprem 10.0.0.2 behind MASQUERADE; strongSwan charon 5.9.8 at 203.0.113.10 as gateway, whose namespace "
+        "drops IKEv1 (UDP 500 with IKE version 1.0 in the header, a u32 match) and takes IKEv2; coturn RFC 5780 at "
+        "203.0.113.10/.11",
+        ("--stun", PRIMARY, "--gateway", PRIMARY, *TIMEOUT),
+        setup=both(strongswan, cloud(IGNORE_IKEV1))),
+    "ike-rejected": Scenario(
+        "onprem 10.0.0.2 behind MASQUERADE; strongSwan charon 5.9.8 at 203.0.113.10 as gateway; the router REJECTs "
+        "UDP 500 and 4500 with ICMP administratively prohibited; coturn RFC 5780 at 203.0.113.10/.11",
+        ("--stun", PRIMARY, "--gateway", PRIMARY, *TIMEOUT),
+        setup=both(strongswan, router(forward("-p", "udp", "-m", "multiport", "--dports", "500,4500", "-j", "REJECT",
+                                              "--reject-with", "icmp-admin-prohibited")))),
+    "responder-filtered": Scenario(
+        "onprem 198.51.100.2 routed without NAT; `xcheck responder` at 203.0.113.11 as gateway; the router DROPs "
+        "UDP 500, UDP 4500 and TCP 443 (ESP and TCP 8081 pass); coturn RFC 5780 at 203.0.113.10/.11",
+        ("--stun", PRIMARY, "--gateway", ALTERNATE, *TIMEOUT),
+        nat="public", setup=both(responder(ALTERNATE), router(
+            forward("-p", "udp", "-m", "multiport", "--dports", "500,4500", "-j", "DROP"),
+            forward("-p", "tcp", "--dport", "443", "-j", "DROP")))),
     "all-dropped": Scenario(
         "onprem 10.0.0.2 behind MASQUERADE; the router DROPs everything it would forward; a STUN server, a "
         "gateway and a far end named at 203.0.113.10 (1 s throughput stages)",

@@ -256,8 +256,9 @@ def test_lab_esp_through_the_router(nat):
         assert dropped["duration_seconds"] < DROPPED_TIMEOUT_SECONDS + 10  # generous: a loaded machine wakes late
         lab.router_iptables("-D", "FORWARD", "-p", "esp", "-j", "DROP")
 
-        for reject_with, said in [("icmp-proto-unreachable", "ICMP protocol unreachable"),
-                                  ("icmp-admin-prohibited", "ICMP communication administratively prohibited")]:
+        for reject_with, said in [("icmp-proto-unreachable", "ICMP protocol unreachable (type 3, code 2)"),
+                                  ("icmp-admin-prohibited",
+                                   "ICMP communication administratively prohibited (type 3, code 13)")]:
             rule = ("FORWARD", "-p", "esp", "-j", "REJECT", "--reject-with", reject_with)
             lab.router_iptables("-A", *rule)
             refused = run_esp(lab)

@@ -62,6 +62,12 @@ VALUES: dict[str, dict[Any, str]] = {
                       None: "udp-dropped"},
     "path_mtu.bytes": {1500: "public-responder", 1400: "narrow-path", None: "no-targets"},
     "path_mtu.tcp_mss_bytes": {1460: "public-responder", 1360: "narrow-path", None: "all-dropped"},
+    # Beside the figure, why: a gateway that answered no probe (no_response) leaves it unknown.
+    "path_mtu.reason": {"success": "public-responder", "no_response": "all-dropped", "no_target": "no-targets"},
+    # The address the gateway's side must be configured with: a STUN server's view, else the host's own.
+    "public_ipv4.site_address": {"203.0.113.1": "nat-strongswan", "198.51.100.2": "ike-unknown-peer",
+                                 None: "udp-dropped"},
+    "public_ipv4.site_address_source": {"stun": "nat-strongswan", "interface": "ike-unknown-peer", None: "udp-dropped"},
 }
 
 _FIGURES = ("rtt_p50_seconds", "rtt_p90_seconds", "rtt_p99_seconds", "jitter_seconds", "loss_ratio")
@@ -83,8 +89,8 @@ MEASURED: dict[str, tuple[str, str]] = {
 }
 
 # Not single facts but what explains them; the reduction tests below read them.
-EXPLAINING = {"interfaces", "throughput.stages"} | {f"reachability.{name}.{key}" for name in REACHABILITY_CHECKS
-                                                   for key in ("reason", "gateways")}
+EXPLAINING = {"interfaces", "throughput.stages", "path_mtu.detail"} | {
+    f"reachability.{name}.{key}" for name in REACHABILITY_CHECKS for key in ("reason", "detail", "gateways")}
 
 
 def _leaves(facts: dict[str, Any], prefix: str = "") -> set[str]:
@@ -167,9 +173,10 @@ def test_one_unreachable_gateway_makes_a_probe_unreachable_and_each_gateway_is_k
         assert [(g["gateway"], g["reachable"]) for g in reachability["gateways"]] == [
             ("203.0.113.10", True), ("203.0.113.11", False)], name
         assert reachability["gateways"][0]["reason"] == "success"
-        refused = reachability["gateways"][1]["reason"]
-        assert reachability["reason"] == f"{refused}: 203.0.113.11: {reachability['gateways'][1]['detail']}"
-    assert facts["path_mtu"] == {"bytes": 1500, "tcp_mss_bytes": 1460}
+        # The gateway that decides it gives the reason and the detail.
+        refused = reachability["gateways"][1]
+        assert (reachability["reason"], reachability["detail"]) == (refused["reason"], f"203.0.113.11: {refused['detail']}")
+    assert (facts["path_mtu"]["bytes"], facts["path_mtu"]["tcp_mss_bytes"]) == (1500, 1460)
 
 
 @pytest.mark.parametrize("name", REACHABILITY_CHECKS)
@@ -178,7 +185,8 @@ def test_a_probe_is_reachable_when_every_gateway_is(name):
     reachability = facts["reachability"][name]
     assert reachability["reachable"] is True
     assert [g["gateway"] for g in reachability["gateways"]] == ["203.0.113.10", "203.0.113.11"]
-    assert reachability["reason"] == "success: 2 of 2 gateways succeeded"
+    assert reachability["reason"] == "success"
+    assert reachability["detail"] == "; ".join(f"{g['gateway']}: {g['detail']}" for g in reachability["gateways"])
 
 
 def test_an_unknown_gateway_leaves_reachability_unknown_unless_another_is_unreachable():
@@ -192,14 +200,15 @@ def test_the_reason_of_several_gateways_is_the_most_telling():
     """A refusal proves more than silence (checks/contract.py `_TELLING`)."""
     run = recorded.together("tls_tcp443", ["all-dropped", "refused-at-router"])
     assert [str(r.reason) for r in run.results] == ["no_response", "connection_refused"]
-    assert derive_facts([run])["reachability"]["tls_tcp443"]["reason"].startswith("connection_refused: ")
+    assert derive_facts([run])["reachability"]["tls_tcp443"]["reason"] == "connection_refused"
 
 
 def test_reachability_not_probed_says_why():
     no_gateway = facts_of("no-targets")["reachability"]["ike_udp500"]
-    assert no_gateway == {"reachable": None, "reason": "no_target: no gateway given (--gateway)", "gateways": []}
+    assert no_gateway == {"reachable": None, "reason": "no_target", "detail": "no gateway given (--gateway)",
+                          "gateways": []}
     assert facts_of("public-responder", without=("sstp",))["reachability"]["sstp"] == {
-        "reachable": None, "reason": "not run", "gateways": []}
+        "reachable": None, "reason": None, "detail": "not run", "gateways": []}
 
 
 def test_ike_nat_detection_over_gateways_and_both_ike_checks():
@@ -221,7 +230,8 @@ def test_tls_interception_suspected_toward_any_gateway():
 def test_the_narrowest_path_decides_the_mtu():
     run = recorded.together("path_mtu", ["public-responder", "narrow-path"])
     assert [r.evidence.path_mtu_bytes for r in run.results] == [1500, 1400]
-    assert derive_facts([run])["path_mtu"] == {"bytes": 1400, "tcp_mss_bytes": 1360}
+    path_mtu = derive_facts([run])["path_mtu"]
+    assert (path_mtu["bytes"], path_mtu["tcp_mss_bytes"]) == (1400, 1360)
 
 
 def test_throughput_takes_the_best_complete_stage_per_direction():
@@ -283,7 +293,8 @@ def test_cgnat_is_known_from_the_local_address_even_when_udp_is_blocked():
 
 def test_a_private_address_the_server_sees_unchanged_is_internet_facing():
     facts = facts_of("routed-private")
-    assert facts["public_ipv4"] == {"present": True, "addresses": ["10.0.0.2"]}
+    assert facts["public_ipv4"] == {"present": True, "addresses": ["10.0.0.2"], "site_address": "10.0.0.2",
+                                    "site_address_source": "stun"}
     assert facts["nat"]["detected"] is False
 
 
@@ -294,3 +305,70 @@ def test_mapping_and_filtering_come_from_the_first_server_that_decided_them():
                                                                      ("203.0.113.20:3478", "skipped")]
     nat = facts_of("nat-strongswan")["nat"]
     assert (nat["mapping"], nat["filtering"]) == ("endpoint-independent", "address-and-port-dependent")
+
+
+# ---------------------------------------------------------------- silence is not a verdict
+
+# Per check: a recording where the gateway was barely silent, and one where silence was shown to be
+# a filter (the same gateway answered IKE on its other port, or it is `xcheck responder`, known by
+# its ESP echo, which answers every peer).
+SILENCE = {
+    "ike_udp500": ("ike-dropped", "ike-500-dropped"),
+    "ike_natt_udp4500": ("ike-dropped", "responder-filtered"),
+    "ikev1_udp500": ("ike-unknown-peer", "responder-filtered"),
+    "tls_tcp443": ("all-dropped", "responder-filtered"),
+    "sstp": ("all-dropped", "responder-filtered"),
+    "gateway_health": ("all-dropped", None),
+    "esp": ("esp-dropped", None),  # ESP is what tells the responder: its silence is never contrasted
+}
+
+
+@pytest.mark.parametrize("name", SILENCE)
+def test_bare_silence_is_not_known_with_its_reason(name):
+    reachability = facts_of(SILENCE[name][0])["reachability"][name]
+    assert (reachability["reachable"], reachability["reason"]) == (None, "no_response"), reachability
+    assert [(g["reachable"], g["reason"]) for g in reachability["gateways"]] == [(None, "no_response")]
+
+
+@pytest.mark.parametrize("name", [name for name, (_, filtered) in SILENCE.items() if filtered])
+def test_silence_shown_to_be_a_filter_is_unreachable_and_says_how_it_was_shown(name):
+    scenario = SILENCE[name][1]
+    reachability = facts_of(scenario)["reachability"][name]
+    assert (reachability["reachable"], reachability["reason"]) == (False, "no_response"), reachability
+    probed = recorded.run(scenario, name).results[0]
+    assert (probed.evidence.reachable, str(probed.reason)) == (None, "no_response")  # the probe itself proves nothing
+    assert reachability["detail"].startswith("filtered: silent here") and probed.detail in reachability["detail"]
+    if scenario == "responder-filtered":
+        assert "is `xcheck responder` (it echoed our ESP)" in reachability["detail"]
+    else:
+        assert "the same gateway answers IKEv2 NAT-T on UDP 4500" in reachability["detail"]
+
+
+def test_ikev1_is_filtered_where_ikev2_is_but_ignored_where_ikev2_passes_the_same_port():
+    filtered = facts_of("ike-500-dropped")["reachability"]["ikev1_udp500"]
+    assert (filtered["reachable"], filtered["reason"]) == (False, "no_response")
+    assert "answers IKEv2 NAT-T on UDP 4500" in filtered["detail"]
+    ignored = facts_of("ikev1-ignored")["reachability"]
+    assert ignored["ike_udp500"]["reachable"] is True and ignored["ike_natt_udp4500"]["reachable"] is True
+    assert (ignored["ikev1_udp500"]["reachable"], ignored["ikev1_udp500"]["reason"]) == (None, "no_response")
+
+
+def test_without_the_contrast_the_same_silence_is_not_known():
+    """The filter is proven by the other port's answer, or the ESP echo: without them, silence stays silence."""
+    assert facts_of("ike-500-dropped", without=("ike_natt_udp4500",))["reachability"]["ike_udp500"]["reachable"] is None
+    assert facts_of("responder-filtered", without=("esp",))["reachability"]["tls_tcp443"]["reachable"] is None
+
+
+def test_an_icmp_refusal_is_unreachable_with_the_icmp_error_in_the_detail():
+    for name in ("ike_udp500", "ike_natt_udp4500"):
+        reachability = facts_of("ike-rejected")["reachability"][name]
+        assert (reachability["reachable"], reachability["reason"]) == (False, "prohibited")
+        assert reachability["detail"] == "ICMP communication administratively prohibited (type 3, code 13) from 10.0.0.1"
+
+
+def test_a_gateway_that_ignores_unknown_peers_looks_like_silence_and_the_sites_address_is_the_hosts_own():
+    facts = facts_of("ike-unknown-peer")
+    for name in ("ike_udp500", "ike_natt_udp4500", "ikev1_udp500"):
+        assert (facts["reachability"][name]["reachable"], facts["reachability"][name]["reason"]) == (None, "no_response")
+    assert (facts["public_ipv4"]["site_address"], facts["public_ipv4"]["site_address_source"]) == (
+        "198.51.100.2", "interface")

@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 from agent.responder.ike_stub import BURST, RATE_PER_SECOND, IkeStub, answer, serve_ike
 from agent.responder.rate_limit import TokenBuckets
 from agent.verdicts import load_ruleset
-from checks.contract import Reason
+from checks.contract import Reason, evidence_dict
 from checks.protocols import ike
-from checks.transport.icmp_errors import IcmpError
-from checks.transport.udp_probe import InvalidAnswer, UdpProbe, classify_icmp
+from checks.transport.icmp_errors import IcmpError, classify_icmp
+from checks.transport.udp_probe import InvalidAnswer, UdpProbe
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ike"
 LOCAL, REMOTE = ("10.0.0.2", 40000), ("203.0.113.10", 500)
@@ -441,7 +441,8 @@ def test_port_unreachable_is_told_from_silence():
     result = asyncio.run(_exchange(closed, b"x", lambda data: data, 30.0, **NO_RETRANSMISSION))
     assert result.result is Reason.PORT_UNREACHABLE and result.attempts == 1
     assert time.monotonic() - started < 15  # ended by the ICMP error, not by the deadline
-    assert result.icmp.to_dict() == {"type": 3, "code": 3, "from": "127.0.0.1", "description": "port unreachable"}
+    assert evidence_dict(result.icmp) == {"type": 3, "code": 3, "from": "127.0.0.1", "description": "port unreachable",
+                                           "from_this_host": False}
 
 
 def test_silence_is_retransmitted_with_a_doubling_timeout_until_the_deadline():

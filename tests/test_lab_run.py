@@ -36,7 +36,8 @@ def test_public_address_no_nat():
         completed, report = xcheck_json(lab, "--ruleset", "azure-2015", "--vpn-device")
     assert completed.returncode == 0, completed.stderr
     facts = report["facts"]
-    assert facts["public_ipv4"] == {"present": True, "addresses": ["198.51.100.2"]}
+    assert facts["public_ipv4"] == {"present": True, "addresses": ["198.51.100.2"], "site_address": "198.51.100.2",
+                                    "site_address_source": "stun"}
     nat = facts["nat"]
     assert nat["detected"] is False
     assert nat["reflexive_address"] == "198.51.100.2" and nat["reflexive_port"] == nat["local_port"]
@@ -105,7 +106,7 @@ def test_udp_blocked_at_the_router(policy):
         # STUN reads ICMP as the IKE probes do (issue 9): the router's refusal is said at once, and
         # names the router, not the server, as who refused.
         assert (checks["stun_binding"]["status"], checks["stun_binding"]["reason"]) == ("fail", "port_unreachable")
-        assert server["detail"] == f"ICMP port unreachable from {lab.onprem_gateway}"
+        assert server["detail"] == f"ICMP port unreachable (type 3, code 3) from {lab.onprem_gateway}"
     assert (checks["nat_behavior"]["status"], checks["nat_behavior"]["reason"]) == ("skipped", "dependency_unavailable")
     assert verdicts(report)["s2s"] == "unknown"
     assert {"current.s2s.udp-blocked", "current.s2s.nat-unknown"} <= fired(report, "s2s")

@@ -191,7 +191,8 @@ def test_lab_path_mtu_follows_the_router_link():
             assert result["status"] == "ok", result
             assert (entry["path_mtu_bytes"], entry["method"]) == (mtu, "icmp_echo")
             # The rule set compares these with Azure's 1400 bytes and MSS 1350 (tests/test_verdicts.py).
-            assert path_mtu_facts(result) == {"bytes": mtu, "tcp_mss_bytes": mtu - 40}
+            assert path_mtu_facts(result) == {"bytes": mtu, "tcp_mss_bytes": mtu - 40, "reason": "success",
+                                              "detail": result["detail"]}
             assert result["duration_seconds"] < MEASURE_TIMEOUT_SECONDS / 2  # settled, not cut off by the deadline
 
         # Without privileges: a ping socket where net.ipv4.ping_group_range allows (a new
@@ -226,4 +227,6 @@ def test_lab_path_mtu_follows_the_router_link():
         assert (silent["status"], silent["reason"]) == ("fail", "no_response"), silent
         assert entry["path_mtu_bytes"] is None and entry["largest_passed_bytes"] is None
         assert entry["upper_bound_bytes"] == 1300  # the router's "fragmentation needed" still counts
-        assert path_mtu_facts(silent) == {"bytes": None, "tcp_mss_bytes": None}  # not measured: no verdict on it
+        # Not measured, and why beside it: silence, which the rules never read as a small path.
+        assert path_mtu_facts(silent) == {"bytes": None, "tcp_mss_bytes": None, "reason": "no_response",
+                                          "detail": silent["detail"]}

@@ -22,7 +22,7 @@ from conftest import needs_lab
 from lab import Lab
 from test_stun_client import ScriptedServer, success
 
-from checks.contract import Reason
+from checks.contract import Reason, evidence_dict
 from checks.transport.stun_client import Deadline, StunClient
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,8 +53,9 @@ def test_a_closed_port_is_port_unreachable_at_the_first_request():
     answer, elapsed = asyncio.run(main())
     assert answer.kind is Reason.PORT_UNREACHABLE and answer.kind is Reason.PORT_UNREACHABLE
     assert answer.attempts == 1  # no retransmission was waited for
-    assert answer.icmp.to_dict() == {"type": 3, "code": 3, "from": "127.0.0.1", "description": "port unreachable"}
-    assert answer.detail == "ICMP port unreachable from 127.0.0.1"
+    assert evidence_dict(answer.icmp) == {"type": 3, "code": 3, "from": "127.0.0.1", "description": "port unreachable",
+                                           "from_this_host": False}
+    assert answer.detail == "ICMP port unreachable (type 3, code 3) from 127.0.0.1"
     assert elapsed < REFUSED_DEADLINE_SECONDS / 2  # generous: ended by the ICMP error, not the deadline
 
 
@@ -99,6 +100,7 @@ def test_a_refusal_ends_only_the_transactions_sent_where_it_names():
 BINDINGS = r"""
 import asyncio, json, sys, time
 sys.path.insert(0, sys.argv[1])
+from checks.contract import evidence_dict
 from checks.transport.stun_client import Deadline, StunClient
 
 async def main(targets):
@@ -108,7 +110,7 @@ async def main(targets):
         async def one(host, port, seconds):
             answer = await client.binding((host, port), deadline=Deadline(started + seconds))
             return {"kind": str(answer.kind), "attempts": answer.attempts, "detail": answer.detail,
-                    "icmp": answer.icmp.to_dict() if answer.icmp else None, "seconds": time.monotonic() - started}
+                    "icmp": evidence_dict(answer.icmp), "seconds": time.monotonic() - started}
 
         return await asyncio.gather(*(one(*target) for target in targets))
 
@@ -144,7 +146,7 @@ def test_the_lab_tells_prohibited_port_unreachable_and_silence_apart():
     # The router refused, not the server: the ICMP error names who said no.
     assert prohibited["kind"] == "prohibited", prohibited
     assert prohibited["icmp"] == {"type": 3, "code": 13, "from": lab.onprem_gateway,
-                                  "description": "communication administratively prohibited"}
+                                  "description": "communication administratively prohibited", "from_this_host": False}
     assert rejected["kind"] == "port_unreachable" and rejected["icmp"]["from"] == lab.onprem_gateway, rejected
     for refusal in (closed, prohibited, rejected):
         assert refusal["seconds"] < REFUSED_DEADLINE_SECONDS / 2, refusal  # generous: not the deadline

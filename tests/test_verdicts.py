@@ -11,13 +11,14 @@ from agent.verdicts import (OPTIONS, RuleSetError, available_rulesets, evaluate,
                             parse_ruleset)
 
 MEASURED_PUBLIC = {
-    "public_ipv4": {"present": True, "addresses": ["198.51.100.2"]},
+    "public_ipv4": {"present": True, "addresses": ["198.51.100.2"], "site_address": "198.51.100.2",
+                    "site_address_source": "stun"},
     "nat": {"detected": False, "reflexive_address": "198.51.100.2", "reflexive_port": 40000,
             "local_address": "198.51.100.2", "local_port": 40000, "mapping": "endpoint-independent",
             "filtering": "endpoint-independent", "cgnat": False, "udp_blocked": False},
 }
 BEHIND_NAT = {
-    "public_ipv4": {"present": False, "addresses": []},
+    "public_ipv4": {"present": False, "addresses": [], "site_address": "203.0.113.1", "site_address_source": "stun"},
     "nat": {"detected": True, "reflexive_address": "203.0.113.1", "reflexive_port": 1024,
             "local_address": "10.0.0.2", "local_port": 40000, "mapping": "endpoint-independent",
             "filtering": "address-and-port-dependent", "cgnat": False, "udp_blocked": False},
@@ -35,9 +36,20 @@ def with_path(facts, bits_per_second, cpu_limited=False):
     return facts | {"throughput": throughput}
 
 
+SILENT = "silent"  # bare silence: reachable null, reason no_response (a proven block is False)
+_STATES = {True: (True, "success"), False: (False, "prohibited"), None: (None, "no_target"),
+           SILENT: (None, "no_response")}
+
+
 def with_reach(facts, mtu=None, interception=None, **states):
-    reachability = {name: {"reachable": state, "reason": f"{name} said so", "evidence": {}} for name, state in states.items()}
-    return facts | {"reachability": reachability, "path_mtu": {"bytes": mtu}, "tls_interception": interception}
+    reachability = {name: dict(zip(("reachable", "reason"), _STATES[state]), detail=f"{name} said so")
+                    for name, state in states.items()}
+    path_mtu = {"bytes": None, "reason": "no_response"} if mtu == SILENT else {"bytes": mtu, "reason": "success"}
+    return facts | {"reachability": reachability, "path_mtu": path_mtu, "tls_interception": interception}
+
+
+def without_site_address(facts):
+    return facts | {"public_ipv4": facts["public_ipv4"] | {"site_address": None, "site_address_source": None}}
 
 
 NOTHING_MEASURED = {"public_ipv4": {"present": None, "addresses": []}, "nat": {k: None for k in UDP_BLOCKED["nat"]}}
@@ -183,6 +195,29 @@ TABLE = [
     ("azure-current", with_reach(MEASURED_PUBLIC, ike_udp500=True, esp=True, tls_tcp443=True, sstp=True), req(vpn_device=True),
      ("feasible", "feasible", "unknown", "unknown"),
      {"current.s2s.esp-echoed"}),
+    # Silence proves nothing: conditional, naming a filter and a gateway not configured for this site.
+    ("azure-current", with_reach(BEHIND_NAT, mtu=SILENT, ike_udp500=SILENT, ike_natt_udp4500=SILENT, esp=SILENT,
+                                 tls_tcp443=SILENT, sstp=SILENT, gateway_health=SILENT), req(vpn_device=True),
+     ("conditional", "conditional", "unknown", "unknown"),
+     {"current.s2s.ike-silent", "current.p2s.tls-silent", "current.s2s.health-probe-silent",
+      "current.s2s.mtu-not-measured"}),
+    ("azure-current", with_reach(without_site_address(BEHIND_NAT), ike_udp500=SILENT, sstp=True), req(vpn_device=True),
+     ("feasible", "conditional", "unknown", "unknown"),
+     {"current.s2s.ike-silent-address-unknown"}),
+    ("azure-current", with_reach(MEASURED_PUBLIC, ike_udp500=True, ikev1_udp500=SILENT, esp=True, sstp=True),
+     req(vpn_device=True),
+     ("feasible", "feasible", "unknown", "unknown"),
+     {"current.s2s.ikev1-silent"}),
+    ("azure-2015", with_reach(MEASURED_PUBLIC, ike_udp500=SILENT, sstp=SILENT), req(vpn_device=True),
+     ("conditional", "conditional", "unknown", "unknown"),
+     {"2015.s2s.ike-silent", "2015.p2s.sstp-silent"}),
+    ("azure-2015", with_reach(without_site_address(MEASURED_PUBLIC), ike_udp500=SILENT, sstp=True), req(vpn_device=True),
+     ("feasible", "conditional", "unknown", "unknown"),
+     {"2015.s2s.ike-silent-address-unknown"}),
+    ("azure-2015", with_reach(MEASURED_PUBLIC, ike_udp500=True, ikev1_udp500=SILENT, esp=True, sstp=True),
+     req(vpn_device=True),
+     ("feasible", "feasible", "unknown", "unknown"),
+     {"2015.s2s.ikev1-silent"}),
     # A web server on 443: TLS answers, SSTP does not.
     ("azure-current", with_reach(MEASURED_PUBLIC, tls_tcp443=True, sstp=False), req(vpn_device=True),
      ("conditional", "conditional", "unknown", "unknown"),
@@ -273,3 +308,17 @@ def test_broken_rule_files_are_refused(rule):
     shipped = (Path(__file__).parent.parent / "agent" / "rules" / "azure-2015.toml").read_text()
     with pytest.raises(RuleSetError, match=rule.split('"')[1]):
         parse_ruleset(f"{shipped}\n[[rules]]\n{rule}\n", "azure-2015")
+
+
+@pytest.mark.parametrize("ruleset", available_rulesets())
+def test_silence_is_neither_a_block_nor_not_measured(ruleset):
+    """Bare silence fires the silence rules only: not "blocked", not "not measured in this run"."""
+    silent = with_reach(BEHIND_NAT, mtu=SILENT, ike_udp500=SILENT, ike_natt_udp4500=SILENT, ikev1_udp500=SILENT,
+                        esp=SILENT, tls_tcp443=SILENT, sstp=SILENT, gateway_health=SILENT)
+    result = evaluate(load_ruleset(ruleset), silent, req(vpn_device=True))
+    fired = {reason["rule"].split(".", 1)[1]: reason for option in OPTIONS for reason in result["options"][option]["reasons"]}
+    assert {"s2s.ike-silent", "p2s.sstp-silent" if ruleset == "azure-2015" else "p2s.tls-silent"} <= set(fired)
+    assert not {"s2s.ipsec-not-measured", "p2s.sstp-not-measured", "p2s.tls-not-measured", "s2s.ike-unreachable",
+                "s2s.natt-unreachable", "p2s.sstp-unreachable", "p2s.nothing-reachable"} & set(fired)
+    assert "203.0.113.1" in fired["s2s.ike-silent"]["text"]
+    assert fired["s2s.ike-silent"]["facts"]["facts.public_ipv4.site_address"] == "203.0.113.1"

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from checks.contract import Check, CheckContext, Outcome, Reason, Scope
 from checks.protocols.esp import TOKEN_BYTES, EspParseError, EspProbe, Kind, esp_of_ipv4, open_esp_socket
-from checks.transport.icmp_errors import (ICMP_DEST_UNREACH, UNREACHABLE_CODES, enable_error_queue, read_error_queue,
-                                          send_once_more_on_error)
+from checks.transport.icmp_errors import (ICMP_DEST_UNREACH, IcmpError, IcmpReport, classify_icmp, enable_error_queue,
+                                          read_error_queue, send_once_more_on_error)
 
 # Probes are resent this often until an echo, an ICMP error or the deadline: a lost packet
 # must not read as silence, and a few packets a second is nothing to any link.
@@ -42,15 +42,19 @@ class EspEvidence:
     result: Reason
     sent: int = 0
     echoed: int = 0
+    icmp: IcmpReport | None = None  # the refusal, when one came
 
 
-def _refusal(icmp_code: int, offender: str | None, address: str) -> tuple[Reason, str]:
-    what = UNREACHABLE_CODES.get(icmp_code, f"code {icmp_code}")
-    if icmp_code == ICMP_PROTOCOL_UNREACH and offender == address:
-        return Reason.PROTOCOL_UNREACHABLE, (f"ICMP {what} from the target itself: ESP reached it, but nothing there "
+def _refusal(error: IcmpError, address: str) -> tuple[Reason, str, IcmpReport] | None:
+    classified = classify_icmp(error)
+    if classified is None:
+        return None
+    result, report = classified
+    if error.icmp_type == ICMP_DEST_UNREACH and error.icmp_code == ICMP_PROTOCOL_UNREACH and error.offender == address:
+        return Reason.PROTOCOL_UNREACHABLE, (f"{report.detail}, the target itself: ESP reached it, but nothing there "
                                              "handles ESP (no IPsec in its kernel; for `xcheck responder`, the ESP "
-                                             "echo needs CAP_NET_RAW)")
-    return Reason.PROHIBITED, f"ICMP {what} from {offender}"
+                                             "echo needs CAP_NET_RAW)"), report
+    return result, report.detail, report
 
 
 async def probe(ctx: CheckContext) -> Outcome:
@@ -64,7 +68,7 @@ async def probe(ctx: CheckContext) -> Outcome:
         return _outcome(None, Reason.RESOLVE_FAILED, str(exc), 0, 0)
     token = os.urandom(TOKEN_BYTES)
     loop = asyncio.get_running_loop()
-    ended: asyncio.Future[tuple[Reason, str]] = loop.create_future()
+    ended: asyncio.Future[tuple[Reason, str, IcmpReport | None]] = loop.create_future()
     sent = echoed = 0
     with open_esp_socket() as sock:
         sock.setblocking(False)
@@ -78,8 +82,9 @@ async def probe(ctx: CheckContext) -> Outcome:
         def readable() -> None:
             nonlocal echoed
             for error in read_error_queue(sock):
-                if error.from_icmp and error.icmp_type == ICMP_DEST_UNREACH and not ended.done():
-                    ended.set_result(_refusal(error.icmp_code, error.offender, address))
+                refusal = _refusal(error, address)
+                if refusal is not None and not ended.done():
+                    ended.set_result(refusal)
             while True:
                 try:
                     datagram = sock.recv(65535)
@@ -94,30 +99,31 @@ async def probe(ctx: CheckContext) -> Outcome:
                 if answer.kind is Kind.ECHO and answer.token == token:
                     echoed += 1
                     if not ended.done():
-                        ended.set_result((Reason.SUCCESS, f"echoed from {address}"))
+                        ended.set_result((Reason.SUCCESS, f"echoed from {address}", None))
 
         loop.add_reader(sock.fileno(), readable)
         try:
             while not ended.done():
                 budget = ctx.remaining() - DEADLINE_MARGIN_SECONDS
                 if budget <= 0:
-                    ended.set_result((Reason.NO_RESPONSE, NO_SA_DETAIL) if sent else
-                                     (Reason.TIMEOUT, "the deadline passed before the first ESP probe was sent"))
+                    ended.set_result((Reason.NO_RESPONSE, NO_SA_DETAIL, None) if sent else
+                                     (Reason.TIMEOUT, "the deadline passed before the first ESP probe was sent", None))
                     break
                 error = send_once_more_on_error(sock, EspProbe(Kind.REQUEST, sent + 1, token).encode())
                 if error is not None:
-                    ended.set_result((Reason.NETWORK_ERROR, f"cannot send ESP to {address}: {error.strerror}"))
+                    ended.set_result((Reason.NETWORK_ERROR, f"cannot send ESP to {address}: {error.strerror}", None))
                     break
                 sent += 1
                 await asyncio.wait([ended], timeout=min(RESEND_INTERVAL_SECONDS, budget))
         finally:
             loop.remove_reader(sock.fileno())
-    result, detail = ended.result()
-    return _outcome(address, result, detail, sent, echoed)
+    result, detail, icmp = ended.result()
+    return _outcome(address, result, detail, sent, echoed, icmp)
 
 
-def _outcome(address: str | None, result: Reason, detail: str, sent: int, echoed: int) -> Outcome:
-    evidence = EspEvidence(address, _REACHABLE.get(result), result, sent, echoed)
+def _outcome(address: str | None, result: Reason, detail: str, sent: int, echoed: int,
+             icmp: IcmpReport | None = None) -> Outcome:
+    evidence = EspEvidence(address, _REACHABLE.get(result), result, sent, echoed, icmp)
     if result is Reason.SUCCESS:
         return Outcome.ok(evidence, detail)
     return Outcome.fail(result, detail, evidence)

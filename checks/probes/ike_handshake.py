@@ -18,21 +18,23 @@ the gateway saw our packets come from the address and port we sent them from). N
 so the gateway drops its half-open SA by itself.
 
 No answer is told apart by checks/transport/udp_probe.py: ICMP port unreachable,
-administratively prohibited (a filter that says no), or silence (one that drops) after
-retransmissions.
+administratively prohibited (a filter that says no), or silence after retransmissions, which
+is `reachable: None`: a filter that drops, or a gateway that ignores unknown peers (cloud VPN
+gateways do until the site's address is configured on their side). agent/facts.py proves a
+filter where it can, by contrast with the gateway's other IKE port.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from checks.contract import Check, CheckContext, Outcome, Reason, Scope
 from checks.targets import Targets
+from checks.transport.icmp_errors import IcmpReport
 from checks.transport.udp_probe import InvalidAnswer, UdpExchange, UdpProbe
 
 if TYPE_CHECKING:  # checks.protocols.ike imports scapy: loaded only when a probe runs (`xcheck --help` stays light)
@@ -70,7 +72,7 @@ class IkeStep:
 class IkeEvidence:
     address: str | None
     port: int
-    reachable: bool | None  # True: an IKE answer; False: refused or silent; None: not known
+    reachable: bool | None  # True: an IKE answer; False: an ICMP refusal; None: silence or not known
     result: Reason
     attempts: int = 0
     rtt_seconds: float | None = None
@@ -82,7 +84,7 @@ class IkeEvidence:
     chosen_proposal: str | None = None
     nat_detected: bool | None = None  # NAT_DETECTION: a NAT between us and the gateway
     responder_nat_detected: bool | None = None
-    icmp: Mapping[str, Any] | None = None
+    icmp: IcmpReport | None = None
     exchanges: tuple[IkeStep, ...] = ()
 
 
@@ -169,9 +171,9 @@ def _describe(ike: ModuleType, exchanges: list[tuple[IkeSaInit | MainModeRequest
               "exchanges": steps}
     if not answered:
         first = exchanges[0][1]
-        reachable = False if first.result in _REFUSED else None
+        reachable = False if first.result in _REFUSED else None  # silence proves nothing: agent/facts.py weighs it
         return IkeEvidence(**common, result=first.result, reachable=reachable,
-                           icmp=first.icmp.to_dict() if first.icmp else None), first.detail
+                           icmp=first.icmp), first.detail
     request, last = answered[-1]
     answer = last.answer
     assert answer is not None
@@ -190,8 +192,9 @@ def _describe(ike: ModuleType, exchanges: list[tuple[IkeSaInit | MainModeRequest
     ), detail
 
 
-# Results that say the gateway cannot be reached on this port; the others say nothing about it.
-_REFUSED = {Reason.NO_RESPONSE, Reason.PORT_UNREACHABLE, Reason.PROHIBITED}
+# Results that prove the gateway cannot be reached on this port. Silence is not one of them: a
+# gateway may ignore IKE from a peer it has no connection for, as a filter on the way would drop it.
+_REFUSED = {Reason.PORT_UNREACHABLE, Reason.PROHIBITED}
 
 
 def _step(request: IkeSaInit | MainModeRequest, exchange: UdpExchange[IkeAnswer]) -> IkeStep:

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from checks.contract import Reason
 from checks.protocols import stun
 from checks.transport.addressing import AddressClass, classify
-from checks.transport.icmp_errors import IcmpError
+from checks.transport.icmp_errors import IcmpError, IcmpReport
 from checks.transport.udp_probe import (BACKOFF, INITIAL_RTO_SECONDS, Address, Datagram, Deadline, Event,
-                                        IcmpReport, InvalidAnswer, UdpSocket)
+                                        InvalidAnswer, UdpSocket)
 
 # A cached RTO (3x a measured RTT, RFC 6298 on one sample) is floored so that a sub-millisecond
 # lab RTT does not turn retransmission into a flood.

@@ -7,7 +7,11 @@ Shared by the checks on TCP 443 and 8081 (`tls_tcp443`, `sstp`, `gateway_health`
   certificate alone it is opened again without verification, so an untrusted certificate is
   still described, and the verification result is kept apart from the description;
 * HTTP heads are read from the stream within MAX_HEAD_BYTES; their codec is
-  checks/protocols/http.py, the certificate parser checks/protocols/x509.py.
+  checks/protocols/http.py, the certificate parser checks/protocols/x509.py;
+* a connect that fails is told apart as data: a reset (`connection_refused`), an ICMP error
+  from the path or the gateway (`port_unreachable`, `prohibited`, read from the socket's
+  error queue with IP_RECVERR, the report in the evidence), the local stack's refusal
+  (`network_error`), and a SYN never answered (`no_response`, which proves nothing).
 
 Only the standard library: checks must run wherever Python does.
 """
@@ -17,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
+import socket
 import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,6 +32,7 @@ from typing import Any
 from checks.contract import CheckContext, Outcome, Reason
 from checks.protocols.http import MAX_HEAD_BYTES, HttpParseError, ResponseHead, parse_response_head
 from checks.protocols.x509 import Certificate, CertificateParseError, parse_certificate
+from checks.transport.icmp_errors import IP_RECVERR, IcmpReport, classify_icmp, enable_error_queue, read_error_queue
 
 # OpenSSL's verify codes for "no CA this host trusts vouches for the issuer": what a middlebox
 # re-signing with its own CA produces (unlike an expired or wrong-name certificate).
@@ -37,19 +44,30 @@ UNKNOWN_ISSUER_VERIFY_CODES = frozenset({
 })
 
 
-# Three states: a failure that never reached the network says nothing about the path.
+# Three states, False only with proof: an answer that refuses (a reset, an ICMP error, a peer that
+# is not what the check wants). Silence, a deadline, and a failure that never reached the network
+# say nothing about the path. A reason not listed here is not known either way.
 REACHABLE: dict[Reason, bool | None] = {
-    Reason.SUCCESS: True, Reason.RESOLVE_FAILED: None, Reason.NETWORK_ERROR: None, Reason.INVALID_TARGET: None,
+    Reason.SUCCESS: True,
+    Reason.NO_RESPONSE: None, Reason.TIMEOUT: None, Reason.RESOLVE_FAILED: None, Reason.NETWORK_ERROR: None,
+    Reason.INVALID_TARGET: None,
+    Reason.CONNECTION_REFUSED: False, Reason.PORT_UNREACHABLE: False, Reason.PROHIBITED: False,
+    Reason.TLS_FAILED: False, Reason.CONNECTION_LOST: False, Reason.UNEXPECTED_STATUS: False,
+    Reason.INVALID_RESPONSE: False, Reason.PROXY_REFUSED: False,
 }
+# A SYN never answered: what it may be, since it proves neither.
+SYN_SILENCE = ("no answer to the SYN before the deadline (silence proves nothing: a filter that drops it, "
+               "or a host that ignores it)")
 
 
 class ProbeFailure(Exception):
-    """One gateway's exchange ended short of success; `result` says how."""
+    """One gateway's exchange ended short of success; `result` says how, `icmp` what refused it."""
 
-    def __init__(self, result: Reason, detail: str) -> None:
+    def __init__(self, result: Reason, detail: str, icmp: IcmpReport | None = None) -> None:
         super().__init__(detail)
         self.result = result
         self.detail = detail
+        self.icmp = icmp
 
 
 # --------------------------------------------------------------------------------------
@@ -136,13 +154,18 @@ class TlsSession:
 
 
 @contextlib.asynccontextmanager
-async def _stage(ctx: CheckContext, what: str) -> AsyncIterator[None]:
-    """Bound one step by the check's deadline and name its network failure."""
+async def _stage(ctx: CheckContext, what: str, silence: str = "no answer before the deadline") -> AsyncIterator[None]:
+    """Bound one step by the check's deadline and name its network failure.
+
+    Silence once the TCP connection is up (no TLS handshake, no HTTP answer) is `no_response`
+    too, and no proof either: a path MTU black hole swallows the server's full-size segments
+    (its certificate flight) while the small SYN/ACK passed.
+    """
     try:
         async with asyncio.timeout(ctx.remaining()):
             yield
     except TimeoutError:  # before OSError: TimeoutError is one
-        raise ProbeFailure(Reason.NO_RESPONSE, f"{what}: no answer before the deadline") from None
+        raise ProbeFailure(Reason.NO_RESPONSE, f"{what}: {silence}") from None
     except ssl.SSLCertVerificationError:
         raise  # the caller tries again without verification
     except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError, ConnectionAbortedError,
@@ -153,15 +176,53 @@ async def _stage(ctx: CheckContext, what: str) -> AsyncIterator[None]:
     except ConnectionRefusedError:
         raise ProbeFailure(Reason.CONNECTION_REFUSED, f"{what}: connection refused") from None
     except OSError as exc:
-        raise ProbeFailure(Reason.NETWORK_ERROR, f"{what}: {exc.strerror or exc}") from None
+        # asyncio words a failed connect "Connect call failed (address)": the errno says more.
+        raise ProbeFailure(Reason.NETWORK_ERROR, f"{what}: {os.strerror(exc.errno) if exc.errno else exc}") from None
+
+
+def _icmp_refusal(sock: socket.socket) -> tuple[Reason, IcmpReport] | None:
+    """The ICMP error that ended a connect, from the socket's error queue, if one did."""
+    return next(filter(None, map(classify_icmp, read_error_queue(sock))), None)
+
+
+async def _connect(ctx: CheckContext, address: str, port: int, what: str) -> socket.socket:
+    """A TCP connection to address:port, or ProbeFailure saying what ended the SYN: a reset,
+    an ICMP error (with its report), the local stack, or silence."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        # Linux ends a connect in SYN_SENT on any ICMP destination unreachable, but tells only
+        # an errno (a port unreachable reads as a reset); the queue keeps the ICMP error itself.
+        enable_error_queue(sock)
+        try:
+            async with _stage(ctx, what, SYN_SILENCE):
+                await asyncio.get_running_loop().sock_connect(sock, (address, port))
+        except ProbeFailure:
+            refusal = _icmp_refusal(sock)
+            if refusal is None:
+                raise
+            result, report = refusal
+            raise ProbeFailure(result, f"{what}: {report.detail}", report) from None
+        # Once connected, IP_RECVERR would make TCP treat every ICMP error (a transient host
+        # unreachable) as fatal; off, it also empties the queue.
+        sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 0)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 async def _open(ctx: CheckContext, gateway: str, port: int, first_hop: str, proxy: Proxy | None,
                 context: ssl.SSLContext) -> TlsSession:
     hop_port = proxy.port if proxy else port
     started = ctx.clock()
-    async with _stage(ctx, f"TCP connect to {_authority(first_hop, hop_port)}" + (" (proxy)" if proxy else "")):
-        reader, writer = await asyncio.open_connection(first_hop, hop_port, limit=MAX_HEAD_BYTES)
+    sock = await _connect(ctx, first_hop, hop_port,
+                          f"TCP connect to {_authority(first_hop, hop_port)}" + (" (proxy)" if proxy else ""))
+    try:
+        reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_HEAD_BYTES)
+    except BaseException:
+        sock.close()
+        raise
     connected = ctx.clock()
     tunnelled = None
     try:
@@ -270,6 +331,7 @@ class TlsEvidence:
     verified: bool | None = None
     verify_error: str | None = None
     exchange: Any = None  # the check's own frozen evidence
+    icmp: IcmpReport | None = None  # the ICMP error that refused the connect, when one did
 
 
 async def probe_target(ctx: CheckContext, port: int, exchange: Exchange, kind: type[TlsEvidence]) -> Outcome:
@@ -285,6 +347,7 @@ async def probe_target(ctx: CheckContext, port: int, exchange: Exchange, kind: t
     fields: dict[str, Any] = {"path": "proxy" if proxy else "direct", "proxy": str(proxy) if proxy else None}
     address = None
     own = None
+    icmp = None
     try:
         try:
             first_hop = await ctx.resolver.resolve(proxy.host if proxy else gateway, ctx.remaining())
@@ -309,9 +372,9 @@ async def probe_target(ctx: CheckContext, port: int, exchange: Exchange, kind: t
         finally:
             session.abort()
     except ProbeFailure as failure:
-        result, detail = failure.result, failure.detail
+        result, detail, icmp = failure.result, failure.detail, failure.icmp
     ctx.logger.debug("%s:%d: %s %s", gateway, port, result, detail)
-    evidence = kind(address, port, REACHABLE.get(result, False), result, exchange=own, **fields)
+    evidence = kind(address, port, REACHABLE.get(result), result, exchange=own, icmp=icmp, **fields)
     if result is Reason.SUCCESS:
         return Outcome.ok(evidence, detail)
     return Outcome.fail(result, detail, evidence)

@@ -36,16 +36,8 @@ from dataclasses import dataclass
 from typing import Generic, NamedTuple, TypeVar
 
 from checks.contract import Reason
-from checks.transport.icmp_errors import (
-    ICMP_DEST_UNREACH,
-    ICMP_FRAG_NEEDED,
-    ICMP_PORT_UNREACH,
-    UNREACHABLE_CODES,
-    IcmpError,
-    enable_error_queue,
-    read_error_queue,
-    send_once_more_on_error,
-)
+from checks.transport.icmp_errors import (IcmpError, IcmpReport, classify_icmp, enable_error_queue, read_error_queue,
+                                          send_once_more_on_error)
 
 # RFC 8489 §6.2.1 (and RFC 7296 §2.1's advice to back off): first retransmission after
 # 0.5 s, then 1 s, 2 s, ... so that a lost datagram is resent early without flooding.
@@ -57,8 +49,6 @@ _RECEIVE_BYTES = 65535  # whole datagrams; the judge bounds what it accepts
 # process's event loop was busy (building IKE requests, loading CA certificates) before it read.
 SO_TIMESTAMPNS = SCM_TIMESTAMPNS = 35
 _TIMESPEC = struct.Struct("@qq")
-
-ICMP_TIME_EXCEEDED = 11
 
 Address = tuple[str, int]
 T = TypeVar("T")
@@ -74,20 +64,6 @@ class InvalidAnswer(ValueError):
     def __init__(self, detail: str, answer: object = None) -> None:
         super().__init__(detail)
         self.answer = answer
-
-
-@dataclass(frozen=True)
-class IcmpReport:
-    """An ICMP error about our datagrams, as evidence."""
-
-    icmp_type: int
-    icmp_code: int
-    offender: str | None  # who sent it: the target itself, or a router or firewall on the way
-    description: str
-
-    def to_dict(self) -> dict[str, object]:
-        return {"type": self.icmp_type, "code": self.icmp_code, "from": self.offender,
-                "description": self.description}
 
 
 @dataclass(frozen=True)
@@ -119,22 +95,6 @@ class Deadline:
 
     def bring_forward(self, at: float) -> None:
         self.at = min(self.at, at)
-
-
-def classify_icmp(error: IcmpError) -> tuple[Reason, IcmpReport] | None:
-    """What an error-queue entry says about the target; None when it is no refusal (local, PMTU)."""
-    if not error.from_icmp:
-        return None
-    if error.icmp_type == ICMP_DEST_UNREACH:
-        if error.icmp_code == ICMP_FRAG_NEEDED:
-            return None
-        description = UNREACHABLE_CODES.get(error.icmp_code, f"destination unreachable, code {error.icmp_code}")
-        result = Reason.PORT_UNREACHABLE if error.icmp_code == ICMP_PORT_UNREACH else Reason.PROHIBITED
-    elif error.icmp_type == ICMP_TIME_EXCEEDED:
-        description, result = "time exceeded (a routing loop or a too-short TTL)", Reason.PROHIBITED
-    else:
-        return None
-    return result, IcmpReport(error.icmp_type, error.icmp_code, error.offender, description)
 
 
 def unproven_silence(first_sent_at: float | None, ended_at: float, rto: float) -> str | None:
@@ -238,7 +198,7 @@ class UdpSocket:
                 refusal = classify_icmp(event)
                 if refusal is not None:
                     result, report = refusal
-                    return UdpExchange(result, target, attempts, _icmp_detail(report), icmp=report)
+                    return UdpExchange(result, target, attempts, report.detail, icmp=report)
                 continue
             rtt = _round_trip(event, sent_wall, self._clock() - sent_at) if attempts == 1 else None
             try:
@@ -310,7 +270,3 @@ class UdpProbe(UdpSocket):
                                         deadline=Deadline(deadline), rto=rto, backoff=backoff)
         finally:
             self._events = None
-
-
-def _icmp_detail(report: IcmpReport) -> str:
-    return f"ICMP {report.description} from {report.offender or 'an unknown sender'}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from checks.contract import CheckRun, Reason, Target, TargetResult, evidence_dict
+from checks.contract import CheckRun, Reason, Target, TargetResult, evidence_dict, telling_rank
 from checks.probes.ike_handshake import IkeEvidence
 from checks.probes.interfaces import InterfacesEvidence
 from checks.probes.nat_behavior import NatBehaviorEvidence
@@ -27,8 +27,8 @@ REACHABILITY_CHECKS = {"ike_udp500": "IKEv2 on UDP 500", "ike_natt_udp4500": "IK
 IPV4_TCP_HEADERS_BYTES = 40  # MSS = packet size - IPv4 header (20) - TCP header (20)
 
 
-def _results(runs: Runs, name: str | None) -> list[TargetResult]:
-    run = runs.get(name) if name else None
+def _results(runs: Runs, name: str) -> list[TargetResult]:
+    run = runs.get(name)
     return list(run.results) if run else []
 
 
@@ -203,14 +203,12 @@ def latency(runs: Runs) -> dict[str, Any]:
 
 
 # IKE listens on both ports (RFC 7296 §2.23): silence on one while the same gateway answers IKE
-# on the other is a filter on the way, not a gateway that ignores us. IKEv1 on 500 is contrasted
-# with 4500 too, unless IKEv2 got through on 500 itself: then the port passes and IKEv1 is ignored.
-_OTHER_IKE_PORT = {"ike_udp500": "ike_natt_udp4500", "ike_natt_udp4500": "ike_udp500", "ikev1_udp500": "ike_natt_udp4500"}
+# on the other is a filter on the way, not a gateway that ignores us.
+_OTHER_IKE_PORT = {"ike_udp500": "ike_natt_udp4500", "ike_natt_udp4500": "ike_udp500"}
+# IKEv1 on 500 is filtered where IKEv2 on 500 is (silent while 4500 answers); silent while IKEv2 got
+# through on 500, the port passes and the gateway ignores IKEv1.
 _SAME_PORT = {"ikev1_udp500": "ike_udp500"}
-
-
-def _silent(entry: Mapping[str, Any]) -> bool:
-    return entry["reachable"] is None and entry["reason"] == Reason.NO_RESPONSE
+_PORTS = {"ike_udp500": "UDP 500", "ike_natt_udp4500": "UDP 4500", "ikev1_udp500": "UDP 500"}
 
 
 def _responders(runs: Runs) -> set[str]:
@@ -219,8 +217,27 @@ def _responders(runs: Runs) -> set[str]:
     return {r.target.name for r in _results(runs, "esp") if r.evidence is not None and r.evidence.reachable}
 
 
-def _answered_by(runs: Runs, name: str | None, target: Target) -> bool:
-    return any(r.target == target and r.evidence is not None and r.evidence.reachable for r in _results(runs, name))
+def _of(runs: Runs, name: str, target: Target) -> TargetResult | None:
+    return next((r for r in _results(runs, name) if r.target == target), None)
+
+
+def _answers(result: TargetResult | None) -> bool:
+    return result is not None and result.evidence is not None and result.evidence.reachable is True
+
+
+def _silent(result: TargetResult | None) -> bool:
+    """Bare silence: no answer, no refusal, nothing else known."""
+    return result is not None and result.reason is Reason.NO_RESPONSE and \
+        (result.evidence is None or result.evidence.reachable is None)
+
+
+def _filtered_by_contrast(runs: Runs, name: str, target: Target) -> str | None:
+    """Which answer of the same gateway proves its silence on `name` a filter; None when none does."""
+    if name in _SAME_PORT:
+        same = _of(runs, _SAME_PORT[name], target)
+        return _filtered_by_contrast(runs, _SAME_PORT[name], target) if _silent(same) else None
+    other = _OTHER_IKE_PORT.get(name)
+    return REACHABILITY_CHECKS[other] if other and _answers(_of(runs, other, target)) else None
 
 
 def _gateway_entry(runs: Runs, name: str, result: TargetResult, responders: set[str]) -> dict[str, Any]:
@@ -229,15 +246,15 @@ def _gateway_entry(runs: Runs, name: str, result: TargetResult, responders: set[
     silence stays None: a gateway may ignore a peer it has no connection for."""
     entry = {"gateway": result.target.name, "reachable": result.evidence.reachable if result.evidence else None,
              "reason": str(result.reason), "detail": result.detail}
-    if not _silent(entry):
+    if not _silent(result):
         return entry
-    other = _OTHER_IKE_PORT.get(name)
-    if other and _answered_by(runs, other, result.target) and not _answered_by(runs, _SAME_PORT.get(name), result.target):
-        entry.update(reachable=False, detail=f"filtered: silent here while the same gateway answers "
-                                             f"{REACHABILITY_CHECKS[other]} ({result.detail})")
+    answering = _filtered_by_contrast(runs, name, result.target)
+    if answering:
+        entry.update(reachable=False, detail=f"filtered: no answer on {_PORTS[name]} while the same gateway "
+                                             f"answers {answering}")
     elif result.target.name in responders:
-        entry.update(reachable=False, detail="filtered: silent here, and the gateway is `xcheck responder` (it "
-                                             f"echoed our ESP), which answers every peer ({result.detail})")
+        entry.update(reachable=False, detail="filtered: no answer, while the gateway is `xcheck responder` (it "
+                                             "echoed our ESP), which answers every peer")
     return entry
 
 
@@ -252,7 +269,9 @@ def _summary(run: CheckRun | None, gateways: Sequence[Mapping[str, Any]]) -> tup
     state = False if refused else (None if unknown else True)
     many = len(gateways) > 1
     detail = "; ".join(f"{g['gateway']}: {g['detail']}" if many else g["detail"] for g in deciding)
-    return state, deciding[0]["reason"], detail
+    # Not the first given but the most telling (checks/contract.py), so --gateway's order changes nothing.
+    reason = min((g["reason"] for g in deciding), key=lambda reason: telling_rank(Reason(reason)))
+    return state, reason, detail
 
 
 def reachability(runs: Runs) -> dict[str, Any]:

@@ -61,8 +61,8 @@ def _reachability_text(fact: dict[str, Any]) -> str:
     if not fact["gateways"]:
         return "not measured"
     state = {True: "reachable", False: "not reachable", None: "not known"}[fact["reachable"]]
-    if fact["reachable"] is None and fact["reason"] == Reason.NO_RESPONSE:
-        state = "no answer (silence: a filter, or a gateway not configured for this site)"
+    if fact["reachable"] is None and fact["reason"] in (Reason.NO_RESPONSE, Reason.STALLED):
+        state = "no answer (silence proves no block)"
     reasons = sorted({g["reason"] for g in fact["gateways"]})
     return f"{state} ({', '.join(reasons)})"
 

@@ -33,6 +33,7 @@ _OPERATORS = {
     "lt": lambda a, b: a < b,
     "le": lambda a, b: a <= b,
     "in": lambda a, b: a in b,
+    "not_in": lambda a, b: a not in b,
 }
 _PLACEHOLDER = re.compile(r"\{([a-z0-9_.]+)(?:\|(rate))?\}")
 ANY = "any"  # a `when` key: holds when one of its condition tables holds

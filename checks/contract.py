@@ -41,7 +41,7 @@ class Reason(enum.StrEnum):
     DISABLED = "disabled"  # the user turned the check off (e.g. --no-throughput)
     DEPENDENCY_UNAVAILABLE = "dependency_unavailable"  # a check it builds on did not succeed
     NOT_SUPPORTED = "not_supported"  # the peer lacks what the check needs (e.g. RFC 5780)
-    NO_RESPONSE = "no_response"  # silence until the deadline: proves nothing is listening or allowed
+    NO_RESPONSE = "no_response"  # silence until the deadline: a filter that drops, or a peer that ignores us
     INVALID_RESPONSE = "invalid_response"  # an answer came, but it breaks the protocol
     RESOLVE_FAILED = "resolve_failed"
     NETWORK_ERROR = "network_error"  # the local stack refused (no route, unreachable network)
@@ -55,7 +55,7 @@ class Reason(enum.StrEnum):
     PROHIBITED = "prohibited"  # ICMP administratively prohibited (or another unreachable): a filter said no
     NOT_PERMITTED = "not_permitted"  # this host lacks a privilege the check needs (e.g. CAP_NET_RAW)
     NO_INTERFACES = "no_interfaces"
-    STALLED = "stalled"  # data stopped flowing in the middle of a test
+    STALLED = "stalled"  # the peer stopped answering mid-exchange (a test's data, a handshake after the connect)
     PROXY_REFUSED = "proxy_refused"  # the HTTP proxy answered CONNECT with an error status
     TLS_FAILED = "tls_failed"  # a TLS alert or bytes that are not TLS: no handshake
     UNEXPECTED_STATUS = "unexpected_status"  # a well-formed HTTP answer, but not the one the check wants
@@ -200,6 +200,11 @@ _TELLING = (Reason.EXCEPTION, Reason.INVALID_RESPONSE, Reason.TLS_FAILED, Reason
 assert set(_TELLING) == set(Reason) - {Reason.SUCCESS}, "every failing reason has its rank"
 
 
+def telling_rank(reason: Reason) -> int:
+    """Lower says more (`_TELLING`); success says the least of all."""
+    return _TELLING.index(reason) if reason in _TELLING else len(_TELLING)
+
+
 @dataclass(frozen=True)
 class CheckRun:
     """A check's results over its targets, and the one place they are summed up."""
@@ -249,7 +254,7 @@ class CheckRun:
             count = f"{len(succeeded)} of {len(results)} {check.scope.value.replace('_', ' ')}s"
             if succeeded:
                 return cls(check, results, Status.OK, Reason.SUCCESS, f"{count} succeeded", duration)
-        worst = min(failed, key=lambda r: _TELLING.index(r.reason))
+        worst = min(failed, key=lambda r: telling_rank(r.reason))
         status = Status.ERROR if worst.status is Status.ERROR else Status.FAIL
         return cls(check, results, status, worst.reason, _details(failed), duration)
 

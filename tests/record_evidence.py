@@ -242,6 +242,14 @@ SCENARIOS: dict[str, Scenario] = {
         nat="public", setup=both(responder(ALTERNATE), router(
             forward("-p", "udp", "-m", "multiport", "--dports", "500,4500", "-j", "DROP"),
             forward("-p", "tcp", "--dport", "443", "-j", "DROP")))),
+    "tls-stalled": Scenario(
+        "onprem 198.51.100.2 routed without NAT; `xcheck responder` at 203.0.113.11 as gateway; the router passes "
+        "the responder's SYN/ACK on TCP 443 and 8081 and drops everything after it, as a path MTU black hole "
+        "swallows full-size segments; coturn RFC 5780 at 203.0.113.10/.11",
+        ("--stun", PRIMARY, "--gateway", ALTERNATE, *TIMEOUT),
+        nat="public", setup=both(responder(ALTERNATE), router(
+            forward("-p", "tcp", "-s", ALTERNATE, "-m", "multiport", "--sports", "443,8081", "!", "--tcp-flags",
+                    "SYN", "SYN", "-j", "DROP")))),
     "all-dropped": Scenario(
         "onprem 10.0.0.2 behind MASQUERADE; the router DROPs everything it would forward; a STUN server, a "
         "gateway and a far end named at 203.0.113.10 (1 s throughput stages)",

@@ -337,17 +337,17 @@ def test_silence_shown_to_be_a_filter_is_unreachable_and_says_how_it_was_shown(n
     assert (reachability["reachable"], reachability["reason"]) == (False, "no_response"), reachability
     probed = recorded.run(scenario, name).results[0]
     assert (probed.evidence.reachable, str(probed.reason)) == (None, "no_response")  # the probe itself proves nothing
-    assert reachability["detail"].startswith("filtered: silent here") and probed.detail in reachability["detail"]
     if scenario == "responder-filtered":
-        assert "is `xcheck responder` (it echoed our ESP)" in reachability["detail"]
+        assert reachability["detail"] == ("filtered: no answer, while the gateway is `xcheck responder` (it echoed our "
+                                          "ESP), which answers every peer")
     else:
-        assert "the same gateway answers IKEv2 NAT-T on UDP 4500" in reachability["detail"]
+        assert reachability["detail"] == "filtered: no answer on UDP 500 while the same gateway answers IKEv2 NAT-T on UDP 4500"
 
 
 def test_ikev1_is_filtered_where_ikev2_is_but_ignored_where_ikev2_passes_the_same_port():
     filtered = facts_of("ike-500-dropped")["reachability"]["ikev1_udp500"]
     assert (filtered["reachable"], filtered["reason"]) == (False, "no_response")
-    assert "answers IKEv2 NAT-T on UDP 4500" in filtered["detail"]
+    assert filtered["detail"] == "filtered: no answer on UDP 500 while the same gateway answers IKEv2 NAT-T on UDP 4500"
     ignored = facts_of("ikev1-ignored")["reachability"]
     assert ignored["ike_udp500"]["reachable"] is True and ignored["ike_natt_udp4500"]["reachable"] is True
     assert (ignored["ikev1_udp500"]["reachable"], ignored["ikev1_udp500"]["reason"]) == (None, "no_response")
@@ -357,6 +357,24 @@ def test_without_the_contrast_the_same_silence_is_not_known():
     """The filter is proven by the other port's answer, or the ESP echo: without them, silence stays silence."""
     assert facts_of("ike-500-dropped", without=("ike_natt_udp4500",))["reachability"]["ike_udp500"]["reachable"] is None
     assert facts_of("responder-filtered", without=("esp",))["reachability"]["tls_tcp443"]["reachable"] is None
+    # IKEv1 on 500 is filtered only where IKEv2 on 500 was silent too, not where it was not measured.
+    for scenario in ("ike-500-dropped", "ikev1-ignored"):
+        assert facts_of(scenario, without=("ike_udp500",))["reachability"]["ikev1_udp500"]["reachable"] is None
+
+
+def test_silence_after_the_connect_is_stalled_and_never_contrasted():
+    """The responder (its ESP echo names it) connects, then its answers are lost: a black hole, not a filter."""
+    facts = facts_of("tls-stalled")
+    assert facts["reachability"]["esp"]["reachable"] is True
+    for name in ("tls_tcp443", "sstp", "gateway_health"):
+        assert (facts["reachability"][name]["reachable"], facts["reachability"][name]["reason"]) == (None, "stalled")
+
+
+def test_several_unknown_gateways_give_the_most_telling_reason_in_any_order():
+    """Silence says more than a missing route: --gateway's order must not pick the rule that fires."""
+    for order in (["no-route", "ike-dropped"], ["ike-dropped", "no-route"]):
+        reachability = derive_facts([recorded.together("ike_udp500", order)])["reachability"]["ike_udp500"]
+        assert (reachability["reachable"], reachability["reason"]) == (None, "no_response"), order
 
 
 def test_an_icmp_refusal_is_unreachable_with_the_icmp_error_in_the_detail():

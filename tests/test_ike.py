@@ -521,7 +521,20 @@ def test_an_invalid_answer_is_reported_only_when_nothing_valid_follows():
     (3, 1, Reason.PROHIBITED), (11, 0, Reason.PROHIBITED), (3, 4, None), (0, 0, None),
 ])
 def test_icmp_errors_are_classified(icmp_type, code, result):
-    error = IcmpError(error_number=0, origin=2, icmp_type=icmp_type, icmp_code=code, info=0, offender="10.0.0.1",
-                      quoted=b"")
+    error = IcmpError(error_number=0, origin=2, icmp_type=icmp_type, icmp_code=code, info=0, offender="192.0.2.1",
+                      quoted=b"", destination=("192.0.2.1", 500))
     classified = classify_icmp(error)
     assert (classified[0] if classified else None) is result
+
+
+@pytest.mark.parametrize("offender, destination, result", [
+    ("127.0.0.1", ("192.0.2.9", 500), Reason.NETWORK_ERROR),  # this host's own stack, about a packet to another
+    (None, ("192.0.2.9", 500), Reason.NETWORK_ERROR),  # no sender named: nothing proven beyond this host
+    ("127.0.0.1", ("127.0.0.1", 500), Reason.PORT_UNREACHABLE),  # the target is this host: its answer
+])
+def test_an_icmp_error_this_host_sent_about_another_target_proves_nothing(offender, destination, result):
+    error = IcmpError(error_number=0, origin=2, icmp_type=3, icmp_code=3, info=0, offender=offender, quoted=b"",
+                      destination=destination)
+    reason, report = classify_icmp(error)
+    assert reason is result and report.from_this_host is (result is Reason.NETWORK_ERROR)
+    assert ("this host itself" in report.detail) is report.from_this_host

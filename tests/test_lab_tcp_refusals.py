@@ -8,7 +8,7 @@ against `xcheck responder` in the lab with the router filtering its ports (issue
   error (type, code, the router as its sender) in the evidence: the proof;
 * a next hop that never answers ARP: this host's own ICMP error, `network_error`, unknown;
 * silence once connected (the router passes the responder's SYN/ACK and nothing after it, as a
-  path MTU black hole swallows its certificate flight): `no_response`, unknown, the detail naming
+  path MTU black hole swallows its certificate flight): `stalled`, unknown, the detail naming
   the TLS handshake.
 
 The three checks of one case run at once (tests/test_lab_ike.py `run_together`), so a dropped
@@ -133,7 +133,7 @@ def test_silence_after_the_connect_is_no_proof_and_names_its_stage(probed, check
     # as long as the probe's deadline) cannot end the wait first.
     result, evidence = only_result(probed("-p", "tcp", "-s", RESPONDER, "-m", "multiport", "--sports", "443,8081",
                                           "!", "--tcp-flags", "SYN", "SYN", "-j", "DROP")[check])
-    assert (result["status"], result["reason"]) == ("fail", "no_response"), result
+    assert (result["status"], result["reason"]) == ("fail", "stalled"), result
     assert evidence.reachable is None and evidence.icmp is None
     assert result["detail"] == f"TLS handshake with {RESPONDER}: no answer before the deadline"
 

@@ -37,8 +37,9 @@ def with_path(facts, bits_per_second, cpu_limited=False):
 
 
 SILENT = "silent"  # bare silence: reachable null, reason no_response (a proven block is False)
+STALLED = "stalled"  # a TCP connection, then silence
 _STATES = {True: (True, "success"), False: (False, "prohibited"), None: (None, "no_target"),
-           SILENT: (None, "no_response")}
+           SILENT: (None, "no_response"), STALLED: (None, "stalled")}
 
 
 def with_reach(facts, mtu=None, interception=None, **states):
@@ -218,6 +219,14 @@ TABLE = [
      req(vpn_device=True),
      ("feasible", "feasible", "unknown", "unknown"),
      {"2015.s2s.ikev1-silent"}),
+    # Connected, then silent: a black hole, neither a block nor "not measured".
+    ("azure-current", with_reach(MEASURED_PUBLIC, ike_udp500=True, esp=True, tls_tcp443=STALLED, sstp=STALLED),
+     req(vpn_device=True),
+     ("conditional", "feasible", "unknown", "unknown"),
+     {"current.p2s.tls-stalled"}),
+    ("azure-2015", with_reach(MEASURED_PUBLIC, ike_udp500=True, esp=True, sstp=STALLED), req(vpn_device=True),
+     ("conditional", "feasible", "unknown", "unknown"),
+     {"2015.p2s.sstp-stalled"}),
     # A web server on 443: TLS answers, SSTP does not.
     ("azure-current", with_reach(MEASURED_PUBLIC, tls_tcp443=True, sstp=False), req(vpn_device=True),
      ("conditional", "conditional", "unknown", "unknown"),
@@ -308,6 +317,16 @@ def test_broken_rule_files_are_refused(rule):
     shipped = (Path(__file__).parent.parent / "agent" / "rules" / "azure-2015.toml").read_text()
     with pytest.raises(RuleSetError, match=rule.split('"')[1]):
         parse_ruleset(f"{shipped}\n[[rules]]\n{rule}\n", "azure-2015")
+
+
+@pytest.mark.parametrize("ruleset", available_rulesets())
+def test_a_stalled_connection_is_neither_a_block_nor_not_measured(ruleset):
+    stalled = with_reach(MEASURED_PUBLIC, ike_udp500=True, esp=True, tls_tcp443=STALLED, sstp=STALLED)
+    result = evaluate(load_ruleset(ruleset), stalled, req(vpn_device=True))
+    fired = {reason["rule"].split(".", 1)[1] for reason in result["options"]["p2s"]["reasons"]}
+    assert "p2s.sstp-stalled" in fired or "p2s.tls-stalled" in fired
+    assert not {"p2s.sstp-not-measured", "p2s.tls-not-measured", "p2s.sstp-silent", "p2s.tls-silent",
+                "p2s.sstp-unreachable", "p2s.sstp-unavailable"} & fired
 
 
 @pytest.mark.parametrize("ruleset", available_rulesets())

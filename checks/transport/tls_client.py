@@ -45,15 +45,16 @@ UNKNOWN_ISSUER_VERIFY_CODES = frozenset({
 
 
 # Three states, False only with proof: an answer that refuses (a reset, an ICMP error, a peer that
-# is not what the check wants). Silence, a deadline, and a failure that never reached the network
-# say nothing about the path. A reason not listed here is not known either way.
+# is not what the check wants). Silence (before the connect or after it), a deadline, and a failure
+# that never reached the network say nothing about the path; nor does what the proxy said about
+# itself (see `ProbeFailure.at_proxy`). A reason not listed here is not known either way.
 REACHABLE: dict[Reason, bool | None] = {
     Reason.SUCCESS: True,
-    Reason.NO_RESPONSE: None, Reason.TIMEOUT: None, Reason.RESOLVE_FAILED: None, Reason.NETWORK_ERROR: None,
-    Reason.INVALID_TARGET: None,
+    Reason.NO_RESPONSE: None, Reason.STALLED: None, Reason.TIMEOUT: None, Reason.RESOLVE_FAILED: None,
+    Reason.NETWORK_ERROR: None, Reason.INVALID_TARGET: None, Reason.PROXY_REFUSED: None,
     Reason.CONNECTION_REFUSED: False, Reason.PORT_UNREACHABLE: False, Reason.PROHIBITED: False,
     Reason.TLS_FAILED: False, Reason.CONNECTION_LOST: False, Reason.UNEXPECTED_STATUS: False,
-    Reason.INVALID_RESPONSE: False, Reason.PROXY_REFUSED: False,
+    Reason.INVALID_RESPONSE: False,
 }
 # A SYN never answered: what it may be, since it proves neither.
 SYN_SILENCE = ("no answer to the SYN before the deadline (silence proves nothing: a filter that drops it, "
@@ -61,13 +62,16 @@ SYN_SILENCE = ("no answer to the SYN before the deadline (silence proves nothing
 
 
 class ProbeFailure(Exception):
-    """One gateway's exchange ended short of success; `result` says how, `icmp` what refused it."""
+    """One gateway's exchange ended short of success; `result` says how, `icmp` what refused it.
+    `at_proxy`: it ended at the HTTP proxy (its connect, its CONNECT answer), which proves nothing
+    about the gateway behind it (a 502 is the proxy's own trouble, a 407 wants credentials)."""
 
-    def __init__(self, result: Reason, detail: str, icmp: IcmpReport | None = None) -> None:
+    def __init__(self, result: Reason, detail: str, icmp: IcmpReport | None = None, at_proxy: bool = False) -> None:
         super().__init__(detail)
         self.result = result
         self.detail = detail
         self.icmp = icmp
+        self.at_proxy = at_proxy
 
 
 # --------------------------------------------------------------------------------------
@@ -154,18 +158,19 @@ class TlsSession:
 
 
 @contextlib.asynccontextmanager
-async def _stage(ctx: CheckContext, what: str, silence: str = "no answer before the deadline") -> AsyncIterator[None]:
+async def _stage(ctx: CheckContext, what: str, silence: Reason = Reason.STALLED,
+                 said: str = "no answer before the deadline") -> AsyncIterator[None]:
     """Bound one step by the check's deadline and name its network failure.
 
-    Silence once the TCP connection is up (no TLS handshake, no HTTP answer) is `no_response`
-    too, and no proof either: a path MTU black hole swallows the server's full-size segments
-    (its certificate flight) while the small SYN/ACK passed.
+    Silence once the TCP connection is up (no TLS handshake, no HTTP answer) is `stalled`: the
+    peer is there, and that is no proof of a filter either (a path MTU black hole swallows the
+    server's full-size segments, its certificate flight, while the small SYN/ACK passed).
     """
     try:
         async with asyncio.timeout(ctx.remaining()):
             yield
     except TimeoutError:  # before OSError: TimeoutError is one
-        raise ProbeFailure(Reason.NO_RESPONSE, f"{what}: {silence}") from None
+        raise ProbeFailure(silence, f"{what}: {said}") from None
     except ssl.SSLCertVerificationError:
         raise  # the caller tries again without verification
     except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError, ConnectionAbortedError,
@@ -195,7 +200,7 @@ async def _connect(ctx: CheckContext, address: str, port: int, what: str) -> soc
         # an errno (a port unreachable reads as a reset); the queue keeps the ICMP error itself.
         enable_error_queue(sock)
         try:
-            async with _stage(ctx, what, SYN_SILENCE):
+            async with _stage(ctx, what, Reason.NO_RESPONSE, SYN_SILENCE):
                 await asyncio.get_running_loop().sock_connect(sock, (address, port))
         except ProbeFailure:
             refusal = _icmp_refusal(sock)
@@ -216,8 +221,12 @@ async def _open(ctx: CheckContext, gateway: str, port: int, first_hop: str, prox
                 context: ssl.SSLContext) -> TlsSession:
     hop_port = proxy.port if proxy else port
     started = ctx.clock()
-    sock = await _connect(ctx, first_hop, hop_port,
-                          f"TCP connect to {_authority(first_hop, hop_port)}" + (" (proxy)" if proxy else ""))
+    try:
+        sock = await _connect(ctx, first_hop, hop_port,
+                              f"TCP connect to {_authority(first_hop, hop_port)}" + (" (proxy)" if proxy else ""))
+    except ProbeFailure as failure:
+        failure.at_proxy = proxy is not None
+        raise
     try:
         reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_HEAD_BYTES)
     except BaseException:
@@ -228,13 +237,19 @@ async def _open(ctx: CheckContext, gateway: str, port: int, first_hop: str, prox
     try:
         if proxy:
             target = _authority(gateway, port)
-            async with _stage(ctx, f"CONNECT {target} via proxy {proxy}"):
-                writer.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n".encode()
-                             + (f"Proxy-Authorization: {proxy.authorization}\r\n".encode() if proxy.authorization else b"")
-                             + b"\r\n")
-                answer = await read_response(reader)
+            try:
+                async with _stage(ctx, f"CONNECT {target} via proxy {proxy}"):
+                    writer.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n".encode()
+                                 + (f"Proxy-Authorization: {proxy.authorization}\r\n".encode() if proxy.authorization
+                                    else b"")
+                                 + b"\r\n")
+                    answer = await read_response(reader)
+            except ProbeFailure as failure:
+                failure.at_proxy = True
+                raise
             if answer.status != 200:
-                raise ProbeFailure(Reason.PROXY_REFUSED, f"proxy {proxy} answered CONNECT {target} with {answer.status_line!r}")
+                raise ProbeFailure(Reason.PROXY_REFUSED, f"proxy {proxy} answered CONNECT {target} with "
+                                                         f"{answer.status_line!r}", at_proxy=True)
             tunnelled = ctx.clock()
         async with _stage(ctx, f"TLS handshake with {gateway}"):
             # The deadline, not asyncio's own handshake timeout, must be what ends a silent peer.
@@ -348,6 +363,7 @@ async def probe_target(ctx: CheckContext, port: int, exchange: Exchange, kind: t
     address = None
     own = None
     icmp = None
+    at_proxy = False
     try:
         try:
             first_hop = await ctx.resolver.resolve(proxy.host if proxy else gateway, ctx.remaining())
@@ -372,9 +388,10 @@ async def probe_target(ctx: CheckContext, port: int, exchange: Exchange, kind: t
         finally:
             session.abort()
     except ProbeFailure as failure:
-        result, detail, icmp = failure.result, failure.detail, failure.icmp
+        result, detail, icmp, at_proxy = failure.result, failure.detail, failure.icmp, failure.at_proxy
     ctx.logger.debug("%s:%d: %s %s", gateway, port, result, detail)
-    evidence = kind(address, port, REACHABLE.get(result), result, exchange=own, icmp=icmp, **fields)
+    evidence = kind(address, port, None if at_proxy else REACHABLE.get(result), result, exchange=own, icmp=icmp,
+                    **fields)
     if result is Reason.SUCCESS:
         return Outcome.ok(evidence, detail)
     return Outcome.fail(result, detail, evidence)

@@ -73,7 +73,7 @@ def test_udp_500_dropped_while_4500_answers_is_infeasible_and_says_500_is_filter
     report = run(gateway_lab)
     assert ike(report, "ike_natt_udp4500")["reachable"] is True
     assert (ike(report)["reachable"], ike(report)["reason"]) == (False, "no_response")
-    assert "silent here while the same gateway answers IKEv2 NAT-T on UDP 4500" in ike(report)["detail"]
+    assert ike(report)["detail"] == "filtered: no answer on UDP 500 while the same gateway answers IKEv2 NAT-T on UDP 4500"
     assert report["options"]["s2s"]["verdict"] == "infeasible"
     blocked = reasons(report)["current.s2s.ike-unreachable"]
     assert blocked["verdict"] == "infeasible" and "answers IKEv2 NAT-T on UDP 4500" in blocked["text"]

@@ -187,7 +187,7 @@ def _proxy(value: Any) -> str:
         Endpoint.check_host(proxy.host)
     except ValueError as exc:
         raise ValueError(f"{usage}; its host: {exc}") from None
-    if not 0 < proxy.port < 65536:
+    if proxy.port == 0:  # the only port out of range that urlsplit lets through
         raise ValueError(f"{usage}; the port must be from 1 to 65535")
     return value
 
@@ -313,12 +313,13 @@ def load_file(path: Path) -> dict[str, Any]:
         raise too_large
     try:
         text = data.decode("utf-8")
-        line = _line_with_too_many_dots(text)
-        if line is not None:
-            raise ConfigError([f"{path}: line {line}: not a config: more than {MAX_DOTS_PER_LINE} dots on one line"])
-        table = tomllib.loads(text)
     except UnicodeDecodeError:
         raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    line = _line_with_too_many_dots(text)
+    if line is not None:
+        raise ConfigError([f"{path}: line {line}: not a config: more than {MAX_DOTS_PER_LINE} dots on one line"])
+    try:
+        table = tomllib.loads(text)
     except ValueError as exc:  # TOMLDecodeError, or an integer of thousands of digits
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
     except RecursionError:  # tomllib descends once per nested array or inline table

@@ -12,7 +12,6 @@ from typing import Any
 from checks.contract import CheckRun, Reason, Target, TargetResult, evidence_dict, telling_rank
 from checks.probes.ike_handshake import IkeEvidence
 from checks.probes.interfaces import InterfacesEvidence
-from checks.probes.nat_behavior import NatBehaviorEvidence
 from checks.probes.stun_binding import BindingEvidence
 from checks.transport.addressing import AddressClass, is_cgnat
 from checks.transport.rtt import PathRoundTrips, RoundTrips
@@ -72,11 +71,16 @@ _UDP_PASSES = {Reason.SUCCESS, Reason.INVALID_RESPONSE, Reason.PEER_ERROR}
 _UDP_STOPPED = {Reason.NO_RESPONSE, Reason.PROHIBITED}
 
 
+def _host(address: str) -> str:
+    """The IP of an "ip:port" the checks wrote (IPv4 only: config refuses IPv6)."""
+    return address.rsplit(":", 1)[0]
+
+
 def _udp_kind(server: BindingEvidence) -> Reason:
     """ICMP port unreachable from the server's own host proves the datagram got there (nothing
     listened); from anyone else (a router's REJECT) it is a filter's refusal."""
     if server.result is Reason.PORT_UNREACHABLE:
-        reached = server.address is not None and server.icmp_from == server.address.rsplit(":", 1)[0]
+        reached = server.address is not None and server.icmp_from == _host(server.address)
         return Reason.SUCCESS if reached else Reason.PROHIBITED
     return server.result
 
@@ -96,7 +100,7 @@ def _udp_blocked(sent: Sequence[BindingEvidence]) -> bool | None:
 def mapping_varies(answered: Sequence[BindingEvidence]) -> bool | None:
     """Whether servers at different IP addresses saw different mappings of one local port (RFC 4787
     §4.1); None with fewer than two."""
-    seen = {s.address.rsplit(":", 1)[0]: (s.mapped_address, s.mapped_port) for s in answered if s.address}
+    seen = {_host(s.address): (s.mapped_address, s.mapped_port) for s in answered if s.address}
     if len(seen) < 2:
         return None
     return len(set(seen.values())) > 1
@@ -105,7 +109,7 @@ def mapping_varies(answered: Sequence[BindingEvidence]) -> bool | None:
 def _behaviour(runs: Runs, part: str) -> str | None:
     """The first server's decided mapping or filtering behaviour (servers in the order given)."""
     for evidence in _evidence(runs, "nat_behavior"):
-        discovery = getattr(evidence, part) if isinstance(evidence, NatBehaviorEvidence) else None
+        discovery = getattr(evidence, part)
         if discovery is not None and discovery.behavior is not None:
             return discovery.behavior
     return None
@@ -226,9 +230,8 @@ def _answers(result: TargetResult | None) -> bool:
 
 
 def _silent(result: TargetResult | None) -> bool:
-    """Bare silence: no answer, no refusal, nothing else known."""
-    return result is not None and result.reason is Reason.NO_RESPONSE and \
-        (result.evidence is None or result.evidence.reachable is None)
+    """Bare silence: no answer, no refusal, nothing else known (every probe leaves `reachable` None then)."""
+    return result is not None and result.reason is Reason.NO_RESPONSE
 
 
 def _filtered_by_contrast(runs: Runs, name: str, target: Target) -> str | None:

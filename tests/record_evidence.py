@@ -59,6 +59,7 @@ class Scenario:
     extra_plain_stun: int = 0
     setup: Setup = lambda lab, peers: None
     config: str | None = None  # a config file's text, passed as --config
+    as_user: tuple[str, ...] = ()  # a command prefix that drops privileges (setpriv ...)
 
 
 def responder(address: str) -> Setup:
@@ -250,6 +251,28 @@ SCENARIOS: dict[str, Scenario] = {
         nat="public", setup=both(responder(ALTERNATE), router(
             forward("-p", "tcp", "-s", ALTERNATE, "-m", "multiport", "--sports", "443,8081", "!", "--tcp-flags",
                     "SYN", "SYN", "-j", "DROP")))),
+    "stun-port-closed": Scenario(
+        "onprem 10.0.0.2 behind MASQUERADE; a STUN server named at 203.0.113.11:3490, where nothing listens (the "
+        "cloud host answers ICMP port unreachable)",
+        ("--stun", f"{ALTERNATE}:3490", *TIMEOUT)),
+    "stun-rejected": Scenario(
+        "onprem 10.0.0.2 behind MASQUERADE; the router REJECTs all forwarded UDP with ICMP port unreachable; "
+        "coturn RFC 5780 at 203.0.113.10/.11",
+        ("--stun", PRIMARY, *TIMEOUT), udp="reject"),
+    "stun-one-host-two-ports": Scenario(
+        "onprem 10.0.0.2 behind MASQUERADE --random-fully (a new port per destination); coturn RFC 5780 at "
+        "203.0.113.10/.11 named twice on one address, ports 3478 and 3479",
+        ("--stun", PRIMARY, "--stun", f"{PRIMARY}:3479", *TIMEOUT), nat="random-fully"),
+    "alternate-dropped": Scenario(
+        "onprem 10.0.0.2 behind MASQUERADE; the router DROPs UDP to 203.0.113.11, coturn's alternate address, so "
+        "RFC 5780's tests through it get no answer; coturn RFC 5780 at 203.0.113.10/.11",
+        ("--stun", PRIMARY, *TIMEOUT),
+        setup=router(forward("-p", "udp", "-d", ALTERNATE, "-j", "DROP"))),
+    "unprivileged": Scenario(
+        "onprem 198.51.100.2 routed without NAT; `xcheck run` as uid/gid 65534 with no capabilities (setpriv), so "
+        "ESP (a raw socket) is skipped; `xcheck responder` at 203.0.113.11 as gateway; coturn RFC 5780",
+        ("--stun", PRIMARY, "--gateway", ALTERNATE, *TIMEOUT), nat="public", setup=responder(ALTERNATE),
+        as_user=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")),
     "all-dropped": Scenario(
         "onprem 10.0.0.2 behind MASQUERADE; the router DROPs everything it would forward; a STUN server, a "
         "gateway and a far end named at 203.0.113.10 (1 s throughput stages)",
@@ -288,7 +311,7 @@ def record(name: str) -> dict:
             args += ["--config", str(config)]
             command += f" --config {config.name}  # {config.name}: {scenario.config.strip()}"
         scenario.setup(lab, peers)
-        completed = lab.run(lab.onprem, [XCHECK, *args], timeout=300)
+        completed = lab.run(lab.onprem, [*scenario.as_user, XCHECK, *args], timeout=300)
     if completed.returncode != 0 or not completed.stdout.strip():
         raise SystemExit(f"{name}: xcheck exited {completed.returncode}\n{completed.stderr}")
     report = validate_report(json.loads(completed.stdout))

@@ -6,6 +6,7 @@ the results of real runs, combined where one lab run cannot show the rule."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -14,7 +15,7 @@ import recorded
 from conftest import validate_report
 
 from agent.facts import REACHABILITY_CHECKS, derive_facts
-from checks.contract import evidence_dict, evidence_from_dict
+from checks.contract import CheckRun, evidence_dict, evidence_from_dict
 from checks.registry import CHECKS
 
 
@@ -390,3 +391,60 @@ def test_a_gateway_that_ignores_unknown_peers_looks_like_silence_and_the_sites_a
         assert (facts["reachability"][name]["reachable"], facts["reachability"][name]["reason"]) == (None, "no_response")
     assert (facts["public_ipv4"]["site_address"], facts["public_ipv4"]["site_address_source"]) == (
         "198.51.100.2", "interface")
+
+
+# ---------------------------------------------------------------- edges a wrong verdict would hide in
+
+def test_a_refusal_from_the_servers_own_host_proves_udp_passes_and_a_routers_proves_it_blocked():
+    closed = recorded.run("stun-port-closed", "stun_binding").results[0].evidence
+    assert (str(closed.result), closed.icmp_from) == ("port_unreachable", "203.0.113.11")  # the server's own host
+    assert facts_of("stun-port-closed")["nat"]["udp_blocked"] is False
+    rejected = recorded.run("stun-rejected", "stun_binding").results[0].evidence
+    assert (str(rejected.result), rejected.icmp_from) == ("port_unreachable", "10.0.0.1")  # the router
+    assert facts_of("stun-rejected")["nat"]["udp_blocked"] is True
+    # Silence from one server and a filter's refusal from another: blocked, both ways of stopping UDP.
+    mixed = recorded.together("stun_binding", ["udp-dropped", "stun-rejected"])
+    assert {str(r.reason) for r in mixed.results} == {"no_response", "port_unreachable"}
+    assert derive_facts([mixed])["nat"]["udp_blocked"] is True
+
+
+def test_one_host_on_two_ports_is_not_two_servers_for_the_mapping():
+    """RFC 4787's test needs servers at different IP addresses: one coturn named on 3478 and 3479 behind
+    a per-destination NAT saw two mappings, and still says nothing about the mapping across addresses."""
+    answered = [r.evidence for r in recorded.run("stun-one-host-two-ports", "stun_binding").results]
+    assert [a.address for a in answered] == ["203.0.113.10:3478", "203.0.113.10:3479"]
+    assert answered[0].mapped_port != answered[1].mapped_port
+    assert facts_of("stun-one-host-two-ports")["nat"]["mapping_varies_by_destination"] is None
+
+
+def test_the_first_server_that_decided_a_behaviour_gives_it_not_the_first_that_tried():
+    undecided = recorded.run("alternate-dropped", "nat_behavior").results[0].evidence
+    assert undecided.mapping is not None and undecided.mapping.behavior is None  # its alternate address went silent
+    assert facts_of("alternate-dropped")["nat"]["mapping"] is None
+    both = recorded.together("nat_behavior", ["alternate-dropped", "nat-strongswan"])
+    assert derive_facts([both])["nat"]["mapping"] == "endpoint-independent"
+
+
+def test_one_stage_limited_by_the_cpu_makes_the_throughput_cpu_limited():
+    """No lab run shows it (the veths outrun the pumps), so a real stage is marked as one that was."""
+    run = recorded.run("public-responder", "throughput")
+    (result,) = run.results
+    stages = result.evidence.stages
+    limited = dataclasses.replace(result.evidence, stages=(dataclasses.replace(stages[0], cpu_limited=True), *stages[1:]))
+    marked = CheckRun.of(run.check, [dataclasses.replace(result, evidence=limited)])
+    assert derive_facts([marked])["throughput"]["cpu_limited"] is True
+    assert derive_facts([run])["throughput"]["cpu_limited"] is False
+
+
+def test_a_gateway_check_skipped_without_evidence_is_not_known_and_says_why():
+    """As nobody, ESP (a raw socket) is skipped: no evidence at all, and no verdict from it."""
+    esp = facts_of("unprivileged")["reachability"]["esp"]
+    assert esp == {"reachable": None, "reason": "not_permitted", "detail": esp["gateways"][0]["detail"],
+                   "gateways": [{"gateway": "203.0.113.11", "reachable": None, "reason": "not_permitted",
+                                 "detail": esp["gateways"][0]["detail"]}]}
+    assert "CAP_NET_RAW" in esp["detail"]
+
+
+def test_the_path_mtu_not_run_says_so():
+    assert facts_of("public-responder", without=("path_mtu",))["path_mtu"] == {
+        "bytes": None, "tcp_mss_bytes": None, "reason": None, "detail": "not run"}

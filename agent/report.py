@@ -223,11 +223,12 @@ def _own_wording_at_once() -> str:
 
 
 def _target_hosts(targets: dict[str, Any]) -> list[str]:
-    """The names (not the addresses) the user gave as targets, but for xcheck's own defaults."""
+    """The hosts the user gave as targets, but for xcheck's own defaults (an address among them is
+    hidden as one, by its class: `_names_to_hide` leaves it out, as it does every address)."""
     endpoints = [*targets.get("stun", []), *filter(None, [targets.get("iperf")])]
     hosts = [Endpoint.parse(text, 1).host for text in endpoints] + list(targets.get("gateways", []))
     defaults = {Endpoint.parse(text, 1).host for text in DEFAULT_STUN}
-    return [host for host in hosts if not is_ip_literal(host) and host not in defaults]
+    return [host for host in hosts if host not in defaults]
 
 
 def _with_domains(name: str, kind: str) -> list[tuple[str, str]]:
@@ -237,7 +238,9 @@ def _with_domains(name: str, kind: str) -> list[tuple[str, str]]:
     if not _DNS_NAME.fullmatch(host):
         return [(name, kind)]
     labels = host.rstrip(".").split(".")
-    return [(name, kind)] + [(".".join(labels[i:]), "domain") for i in range(0 if at else 1, len(labels) - 1)]
+    # An absolute name ("vpn.contoso.com.") is written without its final dot as often as with it.
+    relative = [(host.rstrip("."), kind)] if host.endswith(".") and not at else []
+    return [(name, kind), *relative] + [(".".join(labels[i:]), "domain") for i in range(0 if at else 1, len(labels) - 1)]
 
 
 def _distinguished_name_values(text: str) -> list[tuple[str, str]]:
@@ -345,7 +348,7 @@ class _Scrubber:
         found: list[tuple[int, int, Callable[[], str]]] = []
         if self._name_pattern is not None:
             for match in self._name_pattern.finditer(text):
-                label, name = match.group(1).lower(), match.group(2).lower()
+                label, name = match.group(1), match.group(2).lower()  # the pseudonym is case-blind
                 if not self._is_own_wording(text, match.start(1), match.end(1), name):
                     found.append((match.start(1), match.end(1),
                                   functools.partial(self.pseudonyms.name, label, self._names[name])))

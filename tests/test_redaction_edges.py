@@ -223,6 +223,9 @@ def test_a_host_with_nothing_to_hide_still_hides_its_addresses():
     # ...and the absolute name is hidden whole also where it is written without its final dot.
     ({"san_dns": ["vpn.fabrikam.example."]}, "vpn.fabrikam.example. or vpn.fabrikam.example",
      "name-1 or name-2"),
+    ({"san_dns": ["VPN.FABRIKAM.BOX."]}, "vpn.fabrikam.box", "name-1"),  # only the final dot goes, not a final X
+    # An e-mail address in an absolute domain: the domain is hidden as a domain, not as an address.
+    ({"subject": "CN=Appliance, emailAddress=ops@fabrikam.example."}, "www.fabrikam.example", "www.domain-1"),
     ({"san_dns": ["VPN.FABRIKAM.BOX"]}, "www.fabrikam.box", "www.domain-1"),
     # An attribute without a kind of its own (organizationIdentifier, UID) is a name.
     ({"subject": "CN=Appliance, 2.5.4.97=VATGB-123456, UID=jdoe"}, "VATGB-123456 by jdoe", "name-1 by name-2"),

@@ -249,7 +249,8 @@ def _gateway_entry(runs: Runs, name: str, result: TargetResult, responders: set[
     silence stays None: a gateway may ignore a peer it has no connection for."""
     entry = {"gateway": result.target.name, "reachable": result.evidence.reachable if result.evidence else None,
              "reason": str(result.reason), "detail": result.detail}
-    if not _silent(result):
+    # Through an HTTP proxy, silence is the proxy's (a SYN to it, its CONNECT): nothing to contrast.
+    if not _silent(result) or getattr(result.evidence, "path", None) == "proxy":
         return entry
     answering = _filtered_by_contrast(runs, name, result.target)
     if answering:

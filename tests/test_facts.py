@@ -345,6 +345,19 @@ def test_silence_shown_to_be_a_filter_is_unreachable_and_says_how_it_was_shown(n
         assert reachability["detail"] == "filtered: no answer on UDP 500 while the same gateway answers IKEv2 NAT-T on UDP 4500"
 
 
+def test_silence_through_a_proxy_is_the_proxys_and_never_contrasted():
+    """The responder's TLS silence is a filter when probed directly; the same silence marked as come
+    through an HTTP proxy (no recording has one) may be the proxy's own."""
+    _, runs = recorded.load("responder-filtered")
+    assert derive_facts(runs)["reachability"]["tls_tcp443"]["reachable"] is False
+    tls = next(run for run in runs if run.name == "tls_tcp443")
+    (result,) = tls.results
+    proxied = dataclasses.replace(result, evidence=dataclasses.replace(result.evidence, path="proxy"))
+    runs = [CheckRun.of(tls.check, [proxied]) if run is tls else run for run in runs]
+    reachability = derive_facts(runs)["reachability"]["tls_tcp443"]
+    assert (reachability["reachable"], reachability["reason"]) == (None, "no_response")
+
+
 def test_ikev1_is_filtered_where_ikev2_is_but_ignored_where_ikev2_passes_the_same_port():
     filtered = facts_of("ike-500-dropped")["reachability"]["ikev1_udp500"]
     assert (filtered["reachable"], filtered["reason"]) == (False, "no_response")

@@ -78,9 +78,11 @@ def main() -> None:
     judged = equivalents()
     seen: set[str] = set()
     failing = []
+    total = 0
     print(f"{'module':34} {'mutants':>7} {'killed':>7} {'survived':>8} {'no test':>7} {'equiv.':>6} {'score':>7}")
     for module in modules():
         codes = results(module)
+        total += len(codes)
         counts = Counter("killed" if c in KILLED else "survived" if c in SURVIVED else
                          "not reached" if c in NOT_REACHED else "other" for c in codes.values())
         equivalent = {name for name, code in codes.items() if name in judged and code not in KILLED}
@@ -98,7 +100,7 @@ def main() -> None:
     stale = sorted(set(judged) - seen)
     for name in stale:
         print(f"stale entry in {EQUIVALENT.name}: {name} is no surviving mutant any more: judge it again")
-    print(f"{sum(len(results(m)) for m in modules())} mutants in {seconds:.0f} s with {args.jobs} jobs; "
+    print(f"{total} mutants in {seconds:.0f} s with {args.jobs} jobs; "
           f"target {TARGET:.0%} per module: " + ("met" if not failing else f"missed by {', '.join(failing)}"))
 
 

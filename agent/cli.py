@@ -1,8 +1,10 @@
 """The command line: parses, runs, and maps outcomes to exit codes. Nothing else.
 
 Exit codes: 0 a report was produced; 1 an --expect'ed option is not feasible; 2 usage or
-config error, or an --output that cannot be written (found before measuring); 3 internal error
-(run again with --traceback to see it), or the report could not be written after all.
+config error, or an --output or --textfile that cannot be written or a bad --push-gateway (found
+before measuring); 3 internal error (run again with --traceback to see it), or the report or
+--textfile could not be written after all; 4 the metrics could not be pushed to --push-gateway
+(unreachable, or an HTTP error; the report and --textfile were written).
 Heavy modules (the checks, rich, psutil) are imported inside the commands so that
 `xcheck --help` and `xcheck version` start as fast as a bare typer app.
 """
@@ -19,7 +21,7 @@ import typer
 
 from agent import __version__
 
-EXIT_OK, EXIT_EXPECTATION, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_OK, EXIT_EXPECTATION, EXIT_USAGE, EXIT_INTERNAL, EXIT_PUSH = 0, 1, 2, 3, 4
 
 app = typer.Typer(
     add_completion=False,
@@ -55,7 +57,18 @@ _FLAG_FIELDS = {
     "--throughput-seconds": "throughput_seconds",
     "--streams": "streams",
     "--throughput-profile": "throughput_profile",
+    "--listen": "daemon.listen",
+    "--interval": "daemon.interval_seconds",
+    "--throughput-interval": "daemon.throughput_interval_seconds",
+    "--probe-target": "daemon.probe_targets",
+    "--web-config": "daemon.web_config",
+    "--log-format": "daemon.log_format",
 }
+
+
+def _flags(values: dict) -> dict:
+    """{flag: value} of a command's parameters (a parameter is named as its flag: --bandwidth-mbps, bandwidth_mbps)."""
+    return {flag: values[flag[2:].replace("-", "_")] for flag in _FLAG_FIELDS if flag[2:].replace("-", "_") in values}
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -82,46 +95,67 @@ def version() -> None:
     typer.echo(__version__)
 
 
+# The flags `run` and `daemon` share: what to probe and what the site declares.
+StunFlag = Annotated[Optional[list[str]], typer.Option("--stun", metavar="HOST[:PORT]", help="STUN server (repeatable; default port 3478). Default: a few public servers.")]
+ConfigFlag = Annotated[Optional[Path], typer.Option("--config", metavar="FILE", help="TOML config file; flags override it.")]
+TimeoutFlag = Annotated[Optional[float], typer.Option("--timeout", metavar="SECONDS", help="Time each check may take (default 3).")]
+RulesetFlag = Annotated[Optional[str], typer.Option("--ruleset", help="Rule set: azure-current (default) or azure-2015 (the 2015 page, exactly).")]
+ExpectFlag = Annotated[Optional[list[str]], typer.Option("--expect", metavar="OPTION", help="Exit 1 unless this option (p2s, s2s, expressroute_exp, expressroute_nsp) is feasible. Repeatable.")]
+BandwidthMbpsFlag = Annotated[Optional[float], typer.Option("--bandwidth-mbps", help="Bandwidth the site needs, in Mbit/s.")]
+ClientsFlag = Annotated[Optional[int], typer.Option("--clients", help="Number of client computers to connect.")]
+PrivateOnlyFlag = Annotated[Optional[bool], typer.Option("--private-only/--internet-ok", help="Traffic must not cross the public Internet.")]
+VpnDeviceFlag = Annotated[Optional[bool], typer.Option("--vpn-device/--no-vpn-device", help="A VPN device is (or is not) available at the site.")]
+ColocationFlag = Annotated[Optional[bool], typer.Option("--colocation/--no-colocation", help="Present (or not) at an exchange provider's facility.")]
+NspWanFlag = Annotated[Optional[bool], typer.Option("--nsp-wan/--no-nsp-wan", help="Has (or has not) an MPLS/VPLS WAN from a provider.")]
+GatewayFlag = Annotated[Optional[list[str]], typer.Option("--gateway", metavar="HOST", help="VPN gateway (or xcheck responder) to probe: IKE, NAT-T, ESP, TLS/SSTP, health probe, path MTU. Repeatable.")]
+GatewayFingerprintFlag = Annotated[Optional[str], typer.Option("--gateway-fingerprint", metavar="SHA256", help="Expected SHA-256 fingerprint of the gateway's TLS certificate.")]
+ProxyFlag = Annotated[Optional[str], typer.Option("--proxy", metavar="http://HOST:PORT", help="CONNECT proxy for TLS probes (default: HTTPS_PROXY).")]
+IperfFlag = Annotated[Optional[str], typer.Option("--iperf", metavar="HOST[:PORT]", help="Far end running iperf3 -s or xcheck responder (default port 5201): throughput and latency.")]
+ThroughputFlag = Annotated[Optional[bool], typer.Option("--throughput/--no-throughput", help="Measure throughput to --iperf (default) or only latency.")]
+ThroughputSecondsFlag = Annotated[Optional[float], typer.Option("--throughput-seconds", metavar="SECONDS", help="Length of each load stage (default 10).")]
+StreamsFlag = Annotated[Optional[int], typer.Option("--streams", help="Parallel TCP streams, 1-16 (default 4).")]
+ThroughputProfileFlag = Annotated[Optional[str], typer.Option("--throughput-profile", help="default, or azurect: stages of 1, 6 and 16 streams as Microsoft's AzureCT.")]
+
+
 @app.command()
 def run(
-    stun: Annotated[Optional[list[str]], typer.Option("--stun", metavar="HOST[:PORT]", help="STUN server (repeatable; default port 3478). Default: a few public servers.")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", metavar="FILE", help="TOML config file; flags override it.")] = None,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="SECONDS", help="Time each check may take (default 3).")] = None,
-    ruleset: Annotated[Optional[str], typer.Option("--ruleset", help="Rule set: azure-current (default) or azure-2015 (the 2015 page, exactly).")] = None,
-    expect: Annotated[Optional[list[str]], typer.Option("--expect", metavar="OPTION", help="Exit 1 unless this option (p2s, s2s, expressroute_exp, expressroute_nsp) is feasible. Repeatable.")] = None,
-    bandwidth_mbps: Annotated[Optional[float], typer.Option("--bandwidth-mbps", help="Bandwidth the site needs, in Mbit/s.")] = None,
-    clients: Annotated[Optional[int], typer.Option("--clients", help="Number of client computers to connect.")] = None,
-    private_only: Annotated[Optional[bool], typer.Option("--private-only/--internet-ok", help="Traffic must not cross the public Internet.")] = None,
-    vpn_device: Annotated[Optional[bool], typer.Option("--vpn-device/--no-vpn-device", help="A VPN device is (or is not) available at the site.")] = None,
-    colocation: Annotated[Optional[bool], typer.Option("--colocation/--no-colocation", help="Present (or not) at an exchange provider's facility.")] = None,
-    nsp_wan: Annotated[Optional[bool], typer.Option("--nsp-wan/--no-nsp-wan", help="Has (or has not) an MPLS/VPLS WAN from a provider.")] = None,
-    gateway: Annotated[Optional[list[str]], typer.Option("--gateway", metavar="HOST", help="VPN gateway (or xcheck responder) to probe: IKE, NAT-T, ESP, TLS/SSTP, health probe, path MTU. Repeatable.")] = None,
-    gateway_fingerprint: Annotated[Optional[str], typer.Option("--gateway-fingerprint", metavar="SHA256", help="Expected SHA-256 fingerprint of the gateway's TLS certificate.")] = None,
-    proxy: Annotated[Optional[str], typer.Option("--proxy", metavar="http://HOST:PORT", help="CONNECT proxy for TLS probes (default: HTTPS_PROXY).")] = None,
-    iperf: Annotated[Optional[str], typer.Option("--iperf", metavar="HOST[:PORT]", help="Far end running iperf3 -s or xcheck responder (default port 5201): throughput and latency.")] = None,
-    throughput: Annotated[Optional[bool], typer.Option("--throughput/--no-throughput", help="Measure throughput to --iperf (default) or only latency.")] = None,
-    throughput_seconds: Annotated[Optional[float], typer.Option("--throughput-seconds", metavar="SECONDS", help="Length of each load stage (default 10).")] = None,
-    streams: Annotated[Optional[int], typer.Option("--streams", help="Parallel TCP streams, 1-16 (default 4).")] = None,
-    throughput_profile: Annotated[Optional[str], typer.Option("--throughput-profile", help="default, or azurect: stages of 1, 6 and 16 streams as Microsoft's AzureCT.")] = None,
+    stun: StunFlag = None,
+    config: ConfigFlag = None,
+    timeout: TimeoutFlag = None,
+    ruleset: RulesetFlag = None,
+    expect: ExpectFlag = None,
+    bandwidth_mbps: BandwidthMbpsFlag = None,
+    clients: ClientsFlag = None,
+    private_only: PrivateOnlyFlag = None,
+    vpn_device: VpnDeviceFlag = None,
+    colocation: ColocationFlag = None,
+    nsp_wan: NspWanFlag = None,
+    gateway: GatewayFlag = None,
+    gateway_fingerprint: GatewayFingerprintFlag = None,
+    proxy: ProxyFlag = None,
+    iperf: IperfFlag = None,
+    throughput: ThroughputFlag = None,
+    throughput_seconds: ThroughputSecondsFlag = None,
+    streams: StreamsFlag = None,
+    throughput_profile: ThroughputProfileFlag = None,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="text (default), json or markdown.")] = OutputFormat.text,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write the report here instead of standard output: a file is replaced atomically, a device or FIFO written as it is.")] = None,
     redact: Annotated[bool, typer.Option("--redact", help="Replace addresses, host and user names with stable pseudonyms.")] = False,
     traceback: Annotated[bool, typer.Option("--traceback", help="Show the Python traceback of an internal error.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what each check does to standard error.")] = False,
+    push_gateway: Annotated[Optional[str], typer.Option("--push-gateway", metavar="URL", help="After the report, push its metrics to this Prometheus pushgateway (an http or https URL; a user and password in it become basic auth), grouped by job and instance (this host's name).")] = None,
+    push_job: Annotated[Optional[str], typer.Option("--push-job", metavar="NAME", help="The job --push-gateway groups the metrics under (default xcheck).")] = None,
+    textfile: Annotated[Optional[Path], typer.Option("--textfile", metavar="FILE", help="Also write the metrics for node_exporter's textfile collector (a .prom file in its directory), atomically.")] = None,
 ) -> None:
     """Measure this host's connectivity and give a verdict for each Azure cross-premises option."""
     if verbose:
         import logging
 
         _log_to_stderr(logging.DEBUG, "%(name)s: %(message)s")
-    flags = {"--stun": stun, "--timeout": timeout, "--ruleset": ruleset, "--expect": expect,
-             "--bandwidth-mbps": bandwidth_mbps, "--clients": clients, "--private-only": private_only,
-             "--vpn-device": vpn_device, "--colocation": colocation, "--nsp-wan": nsp_wan, "--iperf": iperf,
-             "--gateway": gateway, "--gateway-fingerprint": gateway_fingerprint, "--proxy": proxy,
-             "--throughput": throughput, "--throughput-seconds": throughput_seconds, "--streams": streams,
-             "--throughput-profile": throughput_profile}
+    flags = _flags(locals())
     try:
-        code = _run(config, flags, output_format, output, redact)
+        code = _run(config, flags, output_format, output, redact, push_gateway=push_gateway, push_job=push_job,
+                    textfile=textfile)
     except typer.Exit:
         raise
     except Exception as exc:
@@ -132,34 +166,43 @@ def run(
     raise typer.Exit(code)
 
 
-def _run(config: Path | None, flags: dict, output_format: OutputFormat, output: Path | None, redact: bool) -> int:
+def _load_settings(config: Path | None, flags: dict):
+    """Settings from the environment, the config file and the flags given (ConfigError lists every problem)."""
+    from agent.config import build_settings, from_environment, load_file, parse_values
+
+    given = {_FLAG_FIELDS[flag]: value for flag, value in flags.items() if value not in (None, [])}
+    labels = {field: flag for flag, field in _FLAG_FIELDS.items()}
+    from_file = load_file(config) if config else {}
+    from_flags = parse_values(given, "command line", labels)
+    # HTTPS_PROXY counts only for the TLS probes of gateways, and only where no proxy was set:
+    # a bad one must not block a good --proxy, nor a run that would never use it.
+    uses_env_proxy = ("gateway" in from_file or "gateway" in from_flags) \
+        and "proxy" not in from_file and "proxy" not in from_flags
+    from_env = from_environment() if uses_env_proxy else {}
+    return build_settings(from_env, from_file, from_flags)
+
+
+def _run(config: Path | None, flags: dict, output_format: OutputFormat, output: Path | None, redact: bool, *,
+         push_gateway: str | None = None, push_job: str | None = None, textfile: Path | None = None) -> int:
     import asyncio
 
     from agent.assessment import assess
-    from agent.config import ConfigError, build_settings, from_environment, load_file, parse_values
+    from agent.config import ConfigError
     from agent.output import ReportWriteError, check_output, write_report
     from agent.render import RENDERERS
     from agent.report import build_report
     from agent.report import redact as redact_report
 
-    given = {_FLAG_FIELDS[flag]: value for flag, value in flags.items() if value not in (None, [])}
-    labels = {field: flag for flag, field in _FLAG_FIELDS.items()}
     try:
-        from_file = load_file(config) if config else {}
-        from_flags = parse_values(given, "command line", labels)
-        # HTTPS_PROXY counts only for the TLS probes of gateways, and only where no proxy was set:
-        # a bad one must not block a good --proxy, nor a run that would never use it.
-        uses_env_proxy = ("gateway" in from_file or "gateway" in from_flags) \
-            and "proxy" not in from_file and "proxy" not in from_flags
-        from_env = from_environment() if uses_env_proxy else {}
-        settings = build_settings(from_env, from_file, from_flags)
+        settings = _load_settings(config, flags)
     except ConfigError as exc:
         raise _fail("bad settings:\n  " + "\n  ".join(exc.lines()), EXIT_USAGE) from None
-    if output is not None:
+    for written in filter(None, (output, textfile)):
         try:  # now, not after a throughput run of minutes
-            check_output(output)
+            check_output(written)
         except ReportWriteError as exc:
             raise _fail(str(exc), EXIT_USAGE) from None
+    pushing = _push_target(push_gateway, push_job)
 
     with _progress(output_format is OutputFormat.text and output is None) as progress:
         assessment = asyncio.run(assess(settings, progress))
@@ -179,6 +222,7 @@ def _run(config: Path | None, flags: dict, output_format: OutputFormat, output: 
         except ReportWriteError as exc:
             raise _fail(str(exc), EXIT_INTERNAL) from None
         typer.echo(f"xcheck: report written to {output}", err=True)
+    _export_metrics(assessment, textfile, pushing)
 
     unmet = [o for o in settings.expect if assessment.options[o]["verdict"] != "feasible"]
     if unmet:
@@ -186,6 +230,53 @@ def _run(config: Path | None, flags: dict, output_format: OutputFormat, output: 
         typer.echo(f"xcheck: expectation not met: {verdicts}", err=True)
         return EXIT_EXPECTATION
     return EXIT_OK
+
+
+DEFAULT_PUSH_JOB = "xcheck"
+
+
+def _push_target(push_gateway: str | None, push_job: str | None):
+    """(the pushgateway, the job) of --push-gateway and --push-job, judged before measuring; None when not asked."""
+    if push_gateway is None:
+        if push_job is not None:
+            raise _fail("--push-job: needs --push-gateway", EXIT_USAGE)
+        return None
+    from agent.metrics import PushGateway, check_job
+
+    try:
+        gateway = PushGateway.parse(push_gateway)
+    except ValueError as exc:
+        raise _fail(f"--push-gateway: {exc}", EXIT_USAGE) from None
+    try:
+        return gateway, check_job(push_job if push_job is not None else DEFAULT_PUSH_JOB)
+    except ValueError as exc:
+        raise _fail(f"--push-job: {exc}", EXIT_USAGE) from None
+
+
+def _export_metrics(assessment, textfile: Path | None, pushing) -> None:
+    """--textfile, then --push-gateway: each is tried even when the other failed, then the first
+    failure sets the exit code (3 for the file, as for the report; 4 for the push)."""
+    if textfile is None and pushing is None:
+        return
+    from agent.metrics import PushError, push, write_textfile
+    from agent.output import ReportWriteError
+
+    failures = []
+    if textfile is not None:
+        try:
+            write_textfile(textfile, assessment)
+            typer.echo(f"xcheck: metrics written to {textfile}", err=True)
+        except ReportWriteError as exc:
+            failures.append(_fail(str(exc), EXIT_INTERNAL))
+    if pushing is not None:
+        gateway, job = pushing
+        try:
+            push(gateway, job, assessment)
+            typer.echo(f"xcheck: metrics pushed to {gateway} (job {job})", err=True)
+        except PushError as exc:
+            failures.append(_fail(str(exc), EXIT_PUSH))
+    if failures:
+        raise failures[0]
 
 
 @contextlib.contextmanager
@@ -244,6 +335,68 @@ def responder(
         asyncio.run(until_signalled())
     except OSError as exc:
         raise _fail(f"cannot listen on {listen}: {exc.strerror or exc}", EXIT_INTERNAL) from None
+
+
+@app.command()
+def daemon(
+    stun: StunFlag = None,
+    config: ConfigFlag = None,
+    timeout: TimeoutFlag = None,
+    ruleset: RulesetFlag = None,
+    bandwidth_mbps: BandwidthMbpsFlag = None,
+    clients: ClientsFlag = None,
+    private_only: PrivateOnlyFlag = None,
+    vpn_device: VpnDeviceFlag = None,
+    colocation: ColocationFlag = None,
+    nsp_wan: NspWanFlag = None,
+    gateway: GatewayFlag = None,
+    gateway_fingerprint: GatewayFingerprintFlag = None,
+    proxy: ProxyFlag = None,
+    iperf: IperfFlag = None,
+    throughput_seconds: ThroughputSecondsFlag = None,
+    streams: StreamsFlag = None,
+    throughput_profile: ThroughputProfileFlag = None,
+    listen: Annotated[Optional[str], typer.Option("--listen", metavar="ADDRESS:PORT", help="Where to serve /metrics, /probe, /report, /healthz and / (default 127.0.0.1:9478).")] = None,
+    interval: Annotated[Optional[float], typer.Option("--interval", metavar="SECONDS", help="Seconds between two runs of the quick checks, +-10% jitter (default 60).")] = None,
+    throughput_interval: Annotated[Optional[float], typer.Option("--throughput-interval", metavar="SECONDS", help="Seconds between two throughput stages to --iperf (default: never; at least 300).")] = None,
+    probe_target: Annotated[Optional[list[str]], typer.Option("--probe-target", metavar="HOST", help="A host /probe may probe besides the configured targets. Repeatable.")] = None,
+    web_config: Annotated[Optional[str], typer.Option("--web-config", metavar="FILE", help="TLS and basic auth, in the exporter-toolkit web config format Prometheus exporters read.")] = None,
+    log_format: Annotated[Optional[str], typer.Option("--log-format", help="logfmt (default) or json: one line per event on standard error.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what each check does.")] = False,
+) -> None:
+    """Run the checks on a schedule and serve their latest results as Prometheus metrics."""
+    import asyncio
+    import logging
+    import signal
+
+    from agent.config import ConfigError
+    from agent.daemon import logs
+    from agent.daemon.service import Daemon
+
+    flags = _flags(locals())
+    try:
+        settings = _load_settings(config, flags)
+    except ConfigError as exc:
+        raise _fail("bad settings:\n  " + "\n  ".join(exc.lines()), EXIT_USAGE) from None
+    logs.configure(settings.daemon.log_format, logging.DEBUG if verbose else logging.INFO)
+    try:
+        service = Daemon(lambda: _load_settings(config, flags))
+    except (ConfigError, ValueError) as exc:  # the web config
+        raise _fail(f"bad settings:\n  {exc}", EXIT_USAGE) from None
+
+    async def until_signalled() -> None:
+        stop, reload = asyncio.Event(), asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, reload.set)
+        await service.serve(stop, reload)
+
+    try:
+        asyncio.run(until_signalled())
+    except OSError as exc:
+        host, port = settings.daemon.listen
+        raise _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", EXIT_INTERNAL) from None
 
 
 def _responder_addresses_problem(listen: str, alternate: str | None) -> str | None:

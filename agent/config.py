@@ -7,6 +7,7 @@ trusted to be small: the file, every number, every host and every list has a sta
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -50,6 +51,18 @@ MAX_GATEWAYS = 16
 # A real config is a few hundred bytes; the bound keeps a wrong file (a log, a disk image) from
 # taking the parser's time and memory.
 MAX_CONFIG_BYTES = 64 << 10  # a config with every key and 16 servers is under 4 KiB
+# The daemon ([daemon] in the config, or `xcheck daemon`'s flags). 9478 is none of the ports Prometheus
+# and the common exporters use (9090-9094, 9100, 9115, ...), so it runs beside them on one host.
+DEFAULT_LISTEN = "127.0.0.1:9478"
+DEFAULT_INTERVAL_SECONDS = 60.0
+# A quick cycle probes every target with --timeout each: more often than every 5 s is a flood, not a check;
+# less often than daily is not monitoring.
+MIN_INTERVAL_SECONDS, MAX_INTERVAL_SECONDS = 5.0, 86_400.0
+# A throughput stage loads the path for --throughput-seconds: at most every 5 minutes, at least weekly.
+MIN_THROUGHPUT_INTERVAL_SECONDS, MAX_THROUGHPUT_INTERVAL_SECONDS = 300.0, 7 * 86_400.0
+# Hosts /probe may probe besides the configured targets: Prometheus's static lists, bounded.
+MAX_PROBE_TARGETS = 256
+LOG_FORMATS = ("logfmt", "json")
 # Enough to fix a config in one go; a file of thousands of mistakes needs no thousand lines to say so.
 MAX_PROBLEMS_SHOWN = 20
 
@@ -93,6 +106,18 @@ class Requirements:
 
 
 @dataclass(frozen=True)
+class DaemonSettings:
+    """How `xcheck daemon` runs: where it listens, how often each family of checks runs."""
+
+    listen: tuple[str, int] = ("127.0.0.1", 9478)
+    interval_seconds: float = DEFAULT_INTERVAL_SECONDS
+    throughput_interval_seconds: float | None = None  # None: the throughput stage never runs
+    probe_targets: tuple[str, ...] = ()
+    web_config: Path | None = None
+    log_format: str = "logfmt"
+
+
+@dataclass(frozen=True)
 class Settings:
     ruleset: str = DEFAULT_RULESET
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
@@ -107,6 +132,7 @@ class Settings:
     streams: int = 4
     throughput_profile: str = "default"
     requirements: Requirements = field(default_factory=Requirements)
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
 
     @property
     def targets(self) -> Targets:
@@ -192,6 +218,27 @@ def _proxy(value: Any) -> str:
     return value
 
 
+def _listen(value: Any) -> tuple[str, int]:
+    usage = f"expected ADDRESS:PORT with an IP address of this host (e.g. {DEFAULT_LISTEN}), got {_shown.repr(value)}"
+    if not isinstance(value, str):
+        raise ValueError(usage)
+    host, _, port = value.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(usage) from None
+    if not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
+        raise ValueError(f"{usage}: the port must be from 1 to 65535")
+    return str(address), int(port)
+
+
+def _path(value: Any) -> Path:
+    if not isinstance(value, str) or not value or len(value) > 4096 or "\0" in value:
+        raise ValueError(f"expected a file name, got {_shown.repr(value)}")
+    return Path(value)
+
+
 def _list_of(item: Callable[[Any], Any], maximum: int) -> Callable[[Any], tuple[Any, ...]]:
     def check(value: Any) -> tuple[Any, ...]:
         if not isinstance(value, list):
@@ -240,6 +287,14 @@ FIELDS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "requirements.vpn_device": (_boolean, "requirements.vpn_device"),
     "requirements.colocation": (_boolean, "requirements.colocation"),
     "requirements.nsp_wan": (_boolean, "requirements.nsp_wan"),
+    "daemon.listen": (_listen, "daemon.listen"),
+    "daemon.interval_seconds": (_number(MIN_INTERVAL_SECONDS, MAX_INTERVAL_SECONDS, minimum_allowed=True),
+                                "daemon.interval_seconds"),
+    "daemon.throughput_interval_seconds": (_number(MIN_THROUGHPUT_INTERVAL_SECONDS, MAX_THROUGHPUT_INTERVAL_SECONDS,
+                                                   minimum_allowed=True), "daemon.throughput_interval_seconds"),
+    "daemon.probe_targets": (_list_of(_host, MAX_PROBE_TARGETS), "daemon.probe_targets"),
+    "daemon.web_config": (_path, "daemon.web_config"),
+    "daemon.log_format": (_choice(LOG_FORMATS), "daemon.log_format"),
 }
 
 
@@ -340,13 +395,15 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
 def build_settings(*layers: Mapping[str, Any]) -> Settings:
     """Defaults overlaid by each layer of {settings path: value} in turn (later wins)."""
     top: dict[str, Any] = {}
-    requirements: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {"requirements": {}, "daemon": {}}
     for layer in layers:
         for path, value in layer.items():
-            if path.startswith("requirements."):
-                requirements[path.removeprefix("requirements.")] = value
+            section, _, key = path.partition(".")
+            if key and section in sections:
+                sections[section][key] = value
             else:
                 top[path] = value
     if top.get("throughput_profile") == "azurect" and "streams" in top:
         raise ConfigError(["streams: the azurect profile sets its own stages (1, 6, 16 streams); give one or the other"])
-    return replace(Settings(), requirements=Requirements(**requirements), **top)
+    return replace(Settings(), requirements=Requirements(**sections["requirements"]),
+                   daemon=DaemonSettings(**sections["daemon"]), **top)

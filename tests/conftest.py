@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,27 @@ def run_xcheck(*args: str, lab=None, timeout: float = 60) -> tuple[subprocess.Co
     if "json" in args and completed.stdout.strip():
         report = validate_report(json.loads(completed.stdout))
     return completed, report
+
+
+class StunRecorder:
+    """A silent 'STUN server' on loopback that keeps what it is sent: proof of whether xcheck measured."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.setblocking(False)
+        self.address = "127.0.0.1:%d" % self.socket.getsockname()[1]
+
+    def received(self) -> bool:
+        try:
+            self.socket.recv(2048)
+        except BlockingIOError:
+            return False
+        return True
+
+
+@pytest.fixture
+def stun_recorder():
+    recorder = StunRecorder()
+    with recorder.socket:
+        yield recorder

@@ -22,7 +22,6 @@ from prometheus_client.core import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from recorded import SCENARIOS, load, targets
-from test_output import stun_recorder  # noqa: F401  (the fixture: proof of whether xcheck measured)
 
 from agent import __version__
 from agent.assessment import Assessment, assessment_of
@@ -329,7 +328,7 @@ def test_node_exporter_reads_the_textfile(tmp_path):
     assert {name: series for name, series in found.items() if name in METRICS} == samples(families(assessment))
 
 
-def test_run_writes_the_textfile_beside_the_report(tmp_path, stun_recorder):  # noqa: F811
+def test_run_writes_the_textfile_beside_the_report(tmp_path, stun_recorder):
     textfile, report_file = tmp_path / "xcheck.prom", tmp_path / "report.json"
     completed, _ = run_xcheck("run", "--stun", stun_recorder.address, "--timeout", "1", "--format", "json",
                               "--output", str(report_file), "--textfile", str(textfile))
@@ -354,7 +353,7 @@ def test_run_writes_the_textfile_beside_the_report(tmp_path, stun_recorder):  # 
     (["--push-job", "site-7"], "--push-job: needs --push-gateway"),
     (["--textfile", "/nonexistent-directory/xcheck.prom"], "directory /nonexistent-directory does not exist"),
 ])
-def test_bad_exports_exit_2_before_measuring_and_never_echo_a_password(args, message, stun_recorder):  # noqa: F811
+def test_bad_exports_exit_2_before_measuring_and_never_echo_a_password(args, message, stun_recorder):
     completed, _ = run_xcheck("run", "--stun", stun_recorder.address, "--timeout", "1", *args)
     assert completed.returncode == 2, completed.stderr
     assert message in completed.stderr and "Traceback" not in completed.stderr

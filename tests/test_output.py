@@ -23,30 +23,6 @@ from agent.output import ReportWriteError, check_output, write_report
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mknod, chown and mount need root (CI runs as root)")
 
 
-class StunRecorder:
-    """A silent 'STUN server' on loopback that keeps what it is sent: proof of whether xcheck measured."""
-
-    def __init__(self) -> None:
-        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.socket.bind(("127.0.0.1", 0))
-        self.socket.setblocking(False)
-        self.address = "127.0.0.1:%d" % self.socket.getsockname()[1]
-
-    def received(self) -> bool:
-        try:
-            self.socket.recv(2048)
-        except BlockingIOError:
-            return False
-        return True
-
-
-@pytest.fixture
-def stun_recorder():
-    recorder = StunRecorder()
-    with recorder.socket:
-        yield recorder
-
-
 def xcheck_to(target, recorder, *extra: str) -> subprocess.CompletedProcess:
     completed, _ = run_xcheck("run", "--stun", recorder.address, "--timeout", "1", "--format", "json",
                               "--output", str(target), *extra)

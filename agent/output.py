@@ -46,6 +46,11 @@ def check_output(path: Path) -> Destination:
         target = os.stat(path)  # follows symlinks, as the kernel would (with its symlink protections)
     except FileNotFoundError:
         target = None
+    except PermissionError as exc:
+        # Where the kernel enforces protected_symlinks, a link of another user in /tmp is refused
+        # here: say why, as where it does not (_resolve names the link), else the kernel's reason.
+        _resolve(path)
+        raise _error(path, exc) from None
     except OSError as exc:
         raise _error(path, exc) from None
     if target is not None:

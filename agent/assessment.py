@@ -5,12 +5,14 @@ asked), and a metrics collector can read the `Assessment` itself."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from agent.audit.run import AuditReport, audit
 from agent.config import Settings
 from agent.facts import derive_facts
 from agent.runner import Progress, run_checks
@@ -32,6 +34,7 @@ class Assessment:
     facts: Mapping[str, Any]
     options: Mapping[str, Any]  # per option: title, verdict, reasons
     recommendation: tuple[str, ...]
+    audit: AuditReport | None = None  # the site's own configuration, judged (None: no audit ran)
 
 
 def assessment_of(runs: Iterable[CheckRun], ruleset: RuleSet, requirements: Mapping[str, Any], targets: Targets,
@@ -53,5 +56,9 @@ async def assess(settings: Settings, progress: Progress = lambda check, fraction
     store = store if store is not None else ResultStore()
     started_at = datetime.now(timezone.utc)
     await run_checks(checks, targets, settings.timeout_seconds, store=store, progress=progress)
-    return assessment_of(store.runs(), ruleset, settings.requirements.to_dict(), targets, started_at,
-                         datetime.now(timezone.utc))
+    assessment = assessment_of(store.runs(), ruleset, settings.requirements.to_dict(), targets, started_at,
+                               datetime.now(timezone.utc))
+    # The site's own configuration, judged with what was just measured (NAT, what the probes saw).
+    progress("audit", None, "reading the site's IPsec, firewall and BGP configuration")
+    found = await asyncio.to_thread(audit, settings, ruleset, assessment.facts)
+    return dataclasses.replace(assessment, audit=found)

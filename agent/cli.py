@@ -63,6 +63,18 @@ _FLAG_FIELDS = {
     "--probe-target": "daemon.probe_targets",
     "--web-config": "daemon.web_config",
     "--log-format": "daemon.log_format",
+    "--ipsec-config": "audit.ipsec_config",
+    "--firewall": "audit.firewall",
+    "--gateway-type": "audit.gateway_type",
+    "--gateway-sku": "audit.gateway_sku",
+    "--policy-based-selectors": "audit.policy_based_selectors",
+    "--asn": "audit.asn",
+    "--bgp-peer-address": "audit.bgp_peer_address",
+    "--onprem-prefix": "audit.onprem_prefixes",
+    "--vnet-prefix": "audit.vnet_prefixes",
+    "--er-peering-subnet": "audit.expressroute_peering_subnets",
+    "--plan": "audit.plan",
+    "--fail-on": "audit.fail_on",
 }
 
 
@@ -335,6 +347,87 @@ def responder(
         asyncio.run(until_signalled())
     except OSError as exc:
         raise _fail(f"cannot listen on {listen}: {exc.strerror or exc}", EXIT_INTERNAL) from None
+
+
+@app.command()
+def audit(
+    ipsec_config: Annotated[Optional[list[Path]], typer.Option("--ipsec-config", metavar="FILE", help="swanctl.conf, strongSwan or Libreswan ipsec.conf to audit (repeatable; default: this host's /etc/swanctl/swanctl.conf and /etc/ipsec.conf).")] = None,
+    firewall: Annotated[Optional[list[Path]], typer.Option("--firewall", metavar="FILE", help="`nft -j list ruleset` or `iptables-save` output to audit (repeatable; default: this host's, which needs root).")] = None,
+    config: ConfigFlag = None,
+    ruleset: RulesetFlag = None,
+    gateway: GatewayFlag = None,
+    vpn_device: VpnDeviceFlag = None,
+    gateway_type: Annotated[Optional[str], typer.Option("--gateway-type", help="The Azure VPN gateway's type: route-based or policy-based.")] = None,
+    gateway_sku: Annotated[Optional[str], typer.Option("--gateway-sku", help="Its SKU: Basic, VpnGw1 ... VpnGw5.")] = None,
+    policy_based_selectors: Annotated[Optional[bool], typer.Option("--policy-based-selectors/--any-to-any-selectors", help="The Azure connection uses UsePolicyBasedTrafficSelectors (or not).")] = None,
+    asn: Annotated[Optional[int], typer.Option("--asn", help="The site's BGP ASN (default: read from FRR or BIRD).")] = None,
+    bgp_peer_address: Annotated[Optional[str], typer.Option("--bgp-peer-address", metavar="ADDRESS", help="The site's BGP peer address, as entered in the local network gateway.")] = None,
+    onprem_prefix: Annotated[Optional[list[str]], typer.Option("--onprem-prefix", metavar="PREFIX", help="An on-premises address prefix (repeatable).")] = None,
+    vnet_prefix: Annotated[Optional[list[str]], typer.Option("--vnet-prefix", metavar="PREFIX", help="A virtual network address prefix (repeatable).")] = None,
+    er_peering_subnet: Annotated[Optional[list[str]], typer.Option("--er-peering-subnet", metavar="PREFIX", help="An ExpressRoute peering subnet: a /29, or two /30s (repeatable).")] = None,
+    plan: Annotated[Optional[list[str]], typer.Option("--plan", metavar="OPTIONS", help="The options planned together: p2s,s2s,expressroute (comma-separated or repeated).")] = None,
+    fail_on: Annotated[Optional[str], typer.Option("--fail-on", help="Exit 1 when a finding is this severe or worse: warning or error.")] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="text (default), json or markdown.")] = OutputFormat.text,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write the findings here instead of standard output (as `run --output`).")] = None,
+    traceback: Annotated[bool, typer.Option("--traceback", help="Show the Python traceback of an internal error.")] = False,
+) -> None:
+    """Audit this site's own side of an Azure connection: IPsec, firewall, MSS, BGP and address plan."""
+    if plan:
+        plan = [part.strip() for entry in plan for part in entry.split(",") if part.strip()]
+    flags = _flags({**locals(), "ipsec_config": [str(p) for p in ipsec_config or []] or None,
+                    "firewall": [str(p) for p in firewall or []] or None})
+    try:
+        code = _audit(config, flags, output_format, output)
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        if traceback:
+            raise
+        raise _fail(f"internal error: {type(exc).__name__}: {exc}. Run again with --traceback for details.",
+                    EXIT_INTERNAL) from None
+    raise typer.Exit(code)
+
+
+def _audit(config: Path | None, flags: dict, output_format: OutputFormat, output: Path | None) -> int:
+    from datetime import datetime, timezone
+
+    from agent.audit.run import SEVERITY_ORDER, audit as run_audit
+    from agent.config import ConfigError
+    from agent.output import ReportWriteError, check_output, write_report
+    from agent.render import AUDIT_RENDERERS
+    from agent.report import build_audit_document
+    from agent.verdicts import load_ruleset
+
+    try:
+        settings = _load_settings(config, flags)
+    except ConfigError as exc:
+        raise _fail("bad settings:\n  " + "\n  ".join(exc.lines()), EXIT_USAGE) from None
+    if output is not None:
+        try:
+            check_output(output)
+        except ReportWriteError as exc:
+            raise _fail(str(exc), EXIT_USAGE) from None
+    started = datetime.now(timezone.utc)
+    ruleset = load_ruleset(settings.ruleset)
+    found = run_audit(settings, ruleset)
+    document = build_audit_document(found, ruleset.name, started)
+    render = AUDIT_RENDERERS[output_format.value]
+    text = render(document, color=output is None and sys.stdout.isatty()) if output_format is OutputFormat.text \
+        else render(document)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            write_report(output, text)
+        except ReportWriteError as exc:
+            raise _fail(str(exc), EXIT_INTERNAL) from None
+        typer.echo(f"xcheck: findings written to {output}", err=True)
+    threshold = settings.audit.fail_on
+    worst = found.worst()
+    if threshold and worst is not None and SEVERITY_ORDER.index(worst) <= SEVERITY_ORDER.index(threshold):
+        typer.echo(f"xcheck: a finding is {worst} (--fail-on {threshold})", err=True)
+        return EXIT_EXPECTATION
+    return EXIT_OK
 
 
 @app.command()

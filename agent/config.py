@@ -63,6 +63,16 @@ MIN_THROUGHPUT_INTERVAL_SECONDS, MAX_THROUGHPUT_INTERVAL_SECONDS = 300.0, 7 * 86
 # Hosts /probe may probe besides the configured targets: Prometheus's static lists, bounded.
 MAX_PROBE_TARGETS = 256
 LOG_FORMATS = ("logfmt", "json")
+# The audit's declarations ([audit] in the config, or `xcheck audit`'s flags).
+GATEWAY_TYPES = ("route-based", "policy-based")
+GATEWAY_SKUS = ("Basic", "VpnGw1", "VpnGw2", "VpnGw3", "VpnGw4", "VpnGw5")
+PLAN_OPTIONS = ("p2s", "s2s", "expressroute")
+# Input files: a site has a handful; a list of hundreds is a glob gone wrong.
+MAX_AUDIT_FILES = 64
+# Prefixes: Azure takes 4,000 routes over BGP from a site; a declared list is far shorter.
+MAX_PREFIXES = 4000
+# The audit's exit 1 threshold for a network team's CI (--fail-on).
+FAIL_ON = ("warning", "error")
 # Enough to fix a config in one go; a file of thousands of mistakes needs no thousand lines to say so.
 MAX_PROBLEMS_SHOWN = 20
 
@@ -118,6 +128,24 @@ class DaemonSettings:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    """What `xcheck audit` (and the audit inside `xcheck run`) reads and what the site declares."""
+
+    ipsec_config: tuple[Path, ...] = ()  # empty: the host's own (/etc/swanctl, /etc/ipsec.conf)
+    firewall: tuple[Path, ...] = ()  # empty: the host's own (nft -j list ruleset, iptables-save)
+    gateway_type: str | None = None
+    gateway_sku: str | None = None
+    policy_based_selectors: bool | None = None  # UsePolicyBasedTrafficSelectors on the connection
+    asn: int | None = None
+    bgp_peer_address: str | None = None
+    onprem_prefixes: tuple[ipaddress.IPv4Network, ...] = ()
+    vnet_prefixes: tuple[ipaddress.IPv4Network, ...] = ()
+    expressroute_peering_subnets: tuple[ipaddress.IPv4Network, ...] = ()
+    plan: tuple[str, ...] = ()
+    fail_on: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     ruleset: str = DEFAULT_RULESET
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
@@ -133,6 +161,7 @@ class Settings:
     throughput_profile: str = "default"
     requirements: Requirements = field(default_factory=Requirements)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
     @property
     def targets(self) -> Targets:
@@ -239,6 +268,28 @@ def _path(value: Any) -> Path:
     return Path(value)
 
 
+def _prefix(value: Any) -> ipaddress.IPv4Network:
+    if not isinstance(value, str) or len(value) > 64:
+        raise ValueError(f"expected an IPv4 prefix such as 10.1.0.0/16, got {_shown.repr(value)}")
+    try:
+        return ipaddress.IPv4Network(value.strip(), strict=True)
+    except ValueError as exc:
+        raise ValueError(f"{_shown.repr(value)}: {exc}") from None
+
+
+def _ipv4(value: Any) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value.strip() if isinstance(value, str) else value))
+    except ValueError:
+        raise ValueError(f"expected an IPv4 address, got {_shown.repr(value)}") from None
+
+
+def _asn(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**32:
+        raise ValueError(f"expected an AS number from 1 to 4294967295, got {_shown.repr(value)}")
+    return value
+
+
 def _list_of(item: Callable[[Any], Any], maximum: int) -> Callable[[Any], tuple[Any, ...]]:
     def check(value: Any) -> tuple[Any, ...]:
         if not isinstance(value, list):
@@ -295,6 +346,18 @@ FIELDS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "daemon.probe_targets": (_list_of(_host, MAX_PROBE_TARGETS), "daemon.probe_targets"),
     "daemon.web_config": (_path, "daemon.web_config"),
     "daemon.log_format": (_choice(LOG_FORMATS), "daemon.log_format"),
+    "audit.ipsec_config": (_list_of(_path, MAX_AUDIT_FILES), "audit.ipsec_config"),
+    "audit.firewall": (_list_of(_path, MAX_AUDIT_FILES), "audit.firewall"),
+    "audit.gateway_type": (_choice(GATEWAY_TYPES), "audit.gateway_type"),
+    "audit.gateway_sku": (_choice(GATEWAY_SKUS), "audit.gateway_sku"),
+    "audit.policy_based_selectors": (_boolean, "audit.policy_based_selectors"),
+    "audit.asn": (_asn, "audit.asn"),
+    "audit.bgp_peer_address": (_ipv4, "audit.bgp_peer_address"),
+    "audit.onprem_prefixes": (_list_of(_prefix, MAX_PREFIXES), "audit.onprem_prefixes"),
+    "audit.vnet_prefixes": (_list_of(_prefix, MAX_PREFIXES), "audit.vnet_prefixes"),
+    "audit.expressroute_peering_subnets": (_list_of(_prefix, 4), "audit.expressroute_peering_subnets"),
+    "audit.plan": (_list_of(_choice(PLAN_OPTIONS), len(PLAN_OPTIONS)), "audit.plan"),
+    "audit.fail_on": (_choice(FAIL_ON), "audit.fail_on"),
 }
 
 
@@ -395,7 +458,7 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
 def build_settings(*layers: Mapping[str, Any]) -> Settings:
     """Defaults overlaid by each layer of {settings path: value} in turn (later wins)."""
     top: dict[str, Any] = {}
-    sections: dict[str, dict[str, Any]] = {"requirements": {}, "daemon": {}}
+    sections: dict[str, dict[str, Any]] = {"requirements": {}, "daemon": {}, "audit": {}}
     for layer in layers:
         for path, value in layer.items():
             section, _, key = path.partition(".")
@@ -406,4 +469,4 @@ def build_settings(*layers: Mapping[str, Any]) -> Settings:
     if top.get("throughput_profile") == "azurect" and "streams" in top:
         raise ConfigError(["streams: the azurect profile sets its own stages (1, 6, 16 streams); give one or the other"])
     return replace(Settings(), requirements=Requirements(**sections["requirements"]),
-                   daemon=DaemonSettings(**sections["daemon"]), **top)
+                   daemon=DaemonSettings(**sections["daemon"]), audit=AuditSettings(**sections["audit"]), **top)

@@ -28,6 +28,8 @@ from prometheus_client.registry import Collector
 
 from agent import __version__
 from agent.assessment import Assessment
+from agent.audit.findings import ParseState, Severity
+from agent.audit.run import AuditReport
 from agent.facts import reachability
 from agent.output import write_report
 from agent.verdicts import VERDICTS
@@ -111,6 +113,14 @@ METRICS: dict[str, MetricDefinition] = {
                                   "absent when unknown."),
     "xcheck_option_verdict": MetricDefinition(
         "gauge", "", ("option", "verdict"), "1 for the option's current verdict, 0 for the three others."),
+    "xcheck_audit_findings": MetricDefinition(
+        "gauge", "", ("severity",),
+        "How many findings the audit of the site's own configuration made, per severity (error, warning, "
+        "info); absent when no audit ran."),
+    "xcheck_audit_parse_status": MetricDefinition(
+        "gauge", "", ("file_kind", "status"),
+        "How many of the audit's input files of a kind (swanctl, nftables, iptables, ...) were parsed, "
+        "partially_unrecognized or failed; absent when no audit ran."),
     "xcheck_assessment_timestamp_seconds": MetricDefinition(
         "gauge", "seconds", (), "When the latest assessment finished (Unix time)."),
     "xcheck_config_last_reload_successful": MetricDefinition(
@@ -217,6 +227,16 @@ def _add_options(out: _Families, options: Mapping[str, Any]) -> None:
             out.add("xcheck_option_verdict", (option, each), each == verdict)
 
 
+def _add_audit(out: _Families, audit: AuditReport) -> None:
+    for severity in Severity:  # a bounded set, each present: 0 errors is a fact worth a series
+        out.add("xcheck_audit_findings", (str(severity),), sum(f.severity is severity for f in audit.findings))
+    kinds = sorted({status.kind for status in audit.inputs})
+    for kind in kinds:
+        for state in ParseState:
+            out.add("xcheck_audit_parse_status", (kind, str(state)),
+                    sum(s.kind == kind and s.status is state for s in audit.inputs))
+
+
 def families(assessment: Assessment | None, reload: ConfigReload | None = None) -> list[Metric]:
     """The metrics of the latest assessment (None: none yet, build_info alone), with the daemon's
     config reload state when given."""
@@ -226,6 +246,8 @@ def families(assessment: Assessment | None, reload: ConfigReload | None = None) 
         _add_results(out, (result for run in assessment.runs for result in run.results))
         _add_facts(out, assessment)
         _add_options(out, assessment.options)
+        if assessment.audit is not None:
+            _add_audit(out, assessment.audit)
         out.add("xcheck_assessment_timestamp_seconds", (), assessment.finished_at.timestamp())
     if reload is not None:
         out.add("xcheck_config_last_reload_successful", (), reload.successful)

@@ -211,7 +211,88 @@ def render_text(report: dict[str, Any], *, color: bool = False, width: int = 110
         verdicts.add_row(cell(entry["title"]), cell(entry["verdict"], _VERDICT_STYLES.get(entry["verdict"], "")), reasons)
     console.print(verdicts)
     console.print(Text("Recommendation: ", style="bold") + cell(_recommendation(report)))
+    if "audit" in report:
+        _print_audit(console, cell, report["audit"])
     return buffer.getvalue()
+
+
+# ---------------------------------------------------------------- the audit
+
+# Findings are grouped by the option they bear on, in this order; "site" bears on all of them.
+AUDIT_GROUPS = {"site": "The whole site", "s2s": "Site-to-Site", "p2s": "Point-to-Site",
+                "expressroute_exp": "ExpressRoute (EXP)", "expressroute_nsp": "ExpressRoute (NSP)"}
+_SEVERITY_STYLES = {"error": "red", "warning": "yellow", "info": "bright_black"}
+
+
+def _grouped(findings: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    return [(title, [f for f in findings if f["option"] == option]) for option, title in AUDIT_GROUPS.items()
+            if any(f["option"] == option for f in findings)]
+
+
+def _where(evidence: dict[str, Any]) -> str:
+    return evidence["file"] + (f":{evidence['line']}" if evidence["line"] is not None else "")
+
+
+def _audit_counts(audit: dict[str, Any]) -> str:
+    counts = {severity: sum(f["severity"] == severity for f in audit["findings"]) for severity in _SEVERITY_STYLES}
+    return ", ".join(f"{count} {severity}{'s' if count != 1 and severity != 'info' else ''}"
+                     for severity, count in counts.items())
+
+
+def _print_audit(console: Any, cell: Callable[..., Any], audit: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    console.print(cell(f"Audit: {_audit_counts(audit)}", "bold"))
+    for title, findings in _grouped(audit["findings"]):
+        table = Table(title=title, title_justify="left", show_edge=False, show_lines=True)
+        for column in ("severity", "finding", "where", "fix"):
+            table.add_column(column, overflow="fold")
+        for f in findings:
+            table.add_row(cell(f["severity"], _SEVERITY_STYLES[f["severity"]]), cell(f"{f['id']}: {f['text']}"),
+                          cell(_where(f["evidence"])), cell(f["fix"]))
+        console.print(table)
+    inputs = Table(title="Audit inputs", title_justify="left", show_edge=False)
+    for column in ("file", "kind", "status", "detail"):
+        inputs.add_column(column, overflow="fold")
+    for status in audit["inputs"]:
+        unrecognized = "; ".join(f"line {u['line']}: {u['text']}" if u["line"] else u["text"]
+                                 for u in status["unrecognized"][:5])
+        inputs.add_row(cell(status["file"]), cell(status["kind"]), cell(status["status"]),
+                       cell("; ".join(part for part in (status["detail"], unrecognized) if part)))
+    console.print(inputs)
+
+
+def _audit_markdown(audit: dict[str, Any]) -> list[str]:
+    lines = ["### Audit", "", markdown(_audit_counts(audit)), ""]
+    for title, findings in _grouped(audit["findings"]):
+        lines += [f"#### {markdown(title)}", ""]
+        lines += [f"- **{markdown(f['severity'])}** {markdown_code(f['id'])} at {markdown_code(_where(f['evidence']))}: "
+                  f"{markdown(f['text'])} _Fix:_ {markdown(f['fix'])}" for f in findings]
+        lines.append("")
+    lines += ["#### Inputs", "", "| file | kind | status | detail |", "|---|---|---|---|"]
+    lines += [_markdown_row((s["file"], s["kind"], s["status"], s["detail"])) for s in audit["inputs"]]
+    return lines + [""]
+
+
+def render_audit_text(document: dict[str, Any], *, color: bool = False, width: int = 110) -> str:
+    """`xcheck audit`'s terminal output: the audit document alone."""
+    from rich.console import Console
+    from rich.text import Text
+
+    def cell(value: Any, style: str = "") -> Text:
+        return Text(visible(str(value)), style=style)
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=color, no_color=not color, width=width, highlight=False,
+                      markup=False, emoji=False)
+    console.print(cell(_heading(document), "bold"))
+    _print_audit(console, cell, document["audit"])
+    return buffer.getvalue()
+
+
+def render_audit_markdown(document: dict[str, Any]) -> str:
+    return "\n".join([f"## {markdown(_heading(document))}", "", *_audit_markdown(document["audit"])])
+
 
 
 def _markdown_row(cells: tuple[Any, ...]) -> str:
@@ -245,6 +326,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [f"  - {markdown_code(r['rule'])} ({markdown(r.get('verdict', ''))}): {markdown(r['text'])} "
                   f"_Source:_ {_markdown_source(r['source'])}" for r in entry["reasons"]]
     lines += ["", f"**Recommendation:** {markdown(_recommendation(report))}", ""]
+    if "audit" in report:
+        lines += _audit_markdown(report["audit"])
     return "\n".join(lines)
 
 
@@ -254,3 +337,5 @@ def render_json(report: dict[str, Any]) -> str:
 
 
 RENDERERS: dict[str, Callable[..., str]] = {"text": render_text, "json": render_json, "markdown": render_markdown}
+AUDIT_RENDERERS: dict[str, Callable[..., str]] = {"text": render_audit_text, "json": render_json,
+                                                  "markdown": render_audit_markdown}

@@ -25,6 +25,7 @@ from typing import Any
 
 from agent import __version__
 from agent.assessment import Assessment
+from agent.audit.run import AuditReport
 from agent.config import DEFAULT_STUN
 from checks.targets import Endpoint
 from checks.transport.addressing import classify, is_ip_literal
@@ -94,7 +95,23 @@ def build_report(assessment: Assessment) -> dict[str, Any]:
         "facts": assessment.facts,
         "options": assessment.options,
         "recommendation": list(assessment.recommendation),
+        **({"audit": assessment.audit.to_dict()} if assessment.audit is not None else {}),
     }
+
+
+def build_audit_document(audit: AuditReport, ruleset: str, started_at: datetime) -> dict[str, Any]:
+    """What `xcheck audit --format json` writes: the audit alone, with who wrote it, where and when
+    (the report schema's `$defs/audit_document`)."""
+    return {"schema_version": SCHEMA_VERSION, "tool": {"name": "xcheck", "version": __version__},
+            "started_at": rfc3339(started_at), "host": host_info(), "redacted": False, "ruleset": ruleset,
+            "audit": audit.to_dict()}
+
+
+def audit_schema() -> dict[str, Any]:
+    """The schema of `build_audit_document`'s output: the report schema rooted at its audit document."""
+    whole = schema()
+    return {"$schema": whole["$schema"], "$defs": whole["$defs"], "properties": whole["properties"],
+            "$ref": "#/$defs/audit_document"}
 
 
 # ---------------------------------------------------------------- redaction

@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from importlib import resources
 from typing import Any
 
+from agent.audit.parameters import AzureParameters
 from checks.protocols.ike_suites import IkeOffer
 
 OPTIONS = ("p2s", "s2s", "expressroute_exp", "expressroute_nsp")
@@ -37,7 +38,7 @@ _OPERATORS = {
 }
 _PLACEHOLDER = re.compile(r"\{([a-z0-9_.]+)(?:\|(rate))?\}")
 ANY = "any"  # a `when` key: holds when one of its condition tables holds
-_TABLES = ("sources", "options", "limits", "ike", "rules", "recommendation")
+_TABLES = ("sources", "options", "limits", "ike", "audit", "rules", "recommendation")
 _TOP_LEVEL = ("schema", "name", "title", *_TABLES)
 
 
@@ -66,6 +67,7 @@ class RuleSet:
     limits: Mapping[str, float]  # Azure's limits rules compare with (`$limits.max_packet_bytes`), source aside
     ike_offer: IkeOffer  # what the IKE probes propose
     table_sources: Mapping[str, str]  # "limits", "ike" -> the key in `sources` their figures come from
+    audit: AzureParameters  # what `xcheck audit` judges a site's configuration against
 
 
 def available_rulesets() -> list[str]:
@@ -118,7 +120,11 @@ def parse_ruleset(text: str, name: str) -> RuleSet:
              "limits": dict.fromkeys(limits, _VALUE)}
     rules = _rules(name, data["rules"], sources, options, paths)
     recommendation = _recommendation(name, data["recommendation"], paths)
-    return RuleSet(name, data["title"], sources, options, rules, recommendation, limits, offer, table_sources)
+    try:
+        audit = AzureParameters.from_table(data["audit"], sources)
+    except ValueError as exc:
+        raise RuleSetError(f"{name}: {exc}") from None
+    return RuleSet(name, data["title"], sources, options, rules, recommendation, limits, offer, table_sources, audit)
 
 
 def _options(name: str, options: Any) -> dict[str, Mapping[str, Any]]:

@@ -5,6 +5,7 @@ exports of `xcheck run` (--textfile, the checks of --push-gateway before measuri
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -25,6 +26,9 @@ from recorded import SCENARIOS, load, targets
 
 from agent import __version__
 from agent.assessment import Assessment, assessment_of
+from agent.audit.findings import FILE_KINDS, ParseState, Severity
+from agent.audit.run import audit
+from agent.config import build_settings, parse_values
 from agent.facts import REACHABILITY_CHECKS
 from agent.metrics import (CACHED_NOTE, LOCAL_TARGET, METRICS, AssessmentCollector, ConfigReload, Exposed, families,
                            probe_families, render, write_textfile)
@@ -38,13 +42,23 @@ FROM_ASSESSMENT = {name for name, d in METRICS.items() if d.exposed is Exposed.A
 BEHAVIOURS = {"endpoint-independent", "address-dependent", "address-and-port-dependent", "unknown"}
 
 
+FIXTURES = Path(__file__).parent / "fixtures"
+# What every recorded run's audit reads: a site whose ESP accepts no rekey of Azure's (an error),
+# and a gateway host's real nftables listing (readable, findings of its own).
+AUDITED = {"audit.ipsec_config": [str(FIXTURES / "ipsec" / "swanctl" / "rekey-pfs-only.conf")],
+           "audit.firewall": [str(FIXTURES / "firewall_read" / "gateway-host.json")]}
+
+
 @functools.cache
 def recorded(scenario: str) -> tuple[dict, Assessment]:
+    """The recorded run as the daemon would hold it, with the audit `xcheck run` makes beside it."""
     report, runs = load(scenario)
-    assessment = assessment_of(runs, load_ruleset(report["ruleset"]), report["requirements"], targets(report),
+    ruleset = load_ruleset(report["ruleset"])
+    assessment = assessment_of(runs, ruleset, report["requirements"], targets(report),
                                datetime.fromisoformat(report["started_at"]),
                                datetime.fromisoformat(report["finished_at"]))
-    return report, assessment
+    settings = build_settings(parse_values({**AUDITED, "gateway": report["targets"]["gateways"]}, "test"))
+    return report, dataclasses.replace(assessment, audit=audit(settings, ruleset, assessment.facts))
 
 
 def samples(collected) -> dict[str, dict[tuple, float]]:
@@ -219,7 +233,8 @@ def test_label_sets_are_bounded(scenario):
     closed = {"check": set(CHECKS), "reason": {str(r) for r in Reason}, "option": set(OPTIONS),
               "verdict": set(VERDICTS), "probe": set(REACHABILITY_CHECKS), "percentile": {"50", "90", "99"},
               "direction": {"upload", "download"}, "mapping": BEHAVIOURS, "filtering": BEHAVIOURS,
-              "target": configured, "version": {__version__}}
+              "target": configured, "version": {__version__}, "severity": {str(s) for s in Severity},
+              "file_kind": FILE_KINDS, "status": {str(s) for s in ParseState}}
     for name, series in found.items():
         for labels in series:
             for label, value in labels:

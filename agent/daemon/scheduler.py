@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from agent.assessment import Assessment, assessment_of
+from agent.audit.run import AuditReport, audit
 from agent.config import Settings
 from agent.runner import run_checks
 from agent.store import ResultStore
@@ -128,6 +129,7 @@ class Scheduler:
         self.store = store if store is not None else ResultStore()
         self._path = PathLock()
         self._ran: set[str] = set()  # the families that finished a cycle
+        self._audit: AuditReport | None = None
 
     @property
     def targets(self) -> Targets:
@@ -183,6 +185,8 @@ class Scheduler:
                 await self._path.release_exclusive()
             else:
                 await self._path.release_shared()
+        if family.name == "site":
+            await self._audit_site()
         duration = time.monotonic() - started
         _log.debug("cycle done", extra={"fields": {"family": family.name, "duration_seconds": round(duration, 3)}})
         self._ran.add(family.name)
@@ -205,11 +209,21 @@ class Scheduler:
             if results:  # a check without targets was summed up as skipped at once, and stays so
                 self.store.put(CheckRun.of(check, results))
 
+    async def _audit_site(self) -> None:
+        """The site's own configuration, read again with each cycle of the site's checks (a firewall
+        edited since shows at the next one), judged with the latest facts."""
+        try:
+            self._audit = await asyncio.to_thread(audit, self.settings, self._ruleset, self.assessment().facts)
+        except Exception:  # the readers turn bad input into a status: this is a bug of ours, and the checks go on
+            _log.exception("audit failed")
+
     def assessment(self) -> Assessment:
-        """The store's latest results, judged now: from the oldest result's start to now."""
+        """The store's latest results, judged now (from the oldest result's start to now), with the
+        latest audit."""
         runs = self.store.runs()
         starts = [r.ended_at - r.duration_seconds for run in runs for r in run.results]
         now = time.time()
         started_at = datetime.fromtimestamp(min(starts, default=now), timezone.utc)
-        return assessment_of(runs, self._ruleset, self.settings.requirements.to_dict(), self._targets,
+        made = assessment_of(runs, self._ruleset, self.settings.requirements.to_dict(), self._targets,
                              started_at, datetime.fromtimestamp(now, timezone.utc))
+        return dataclasses.replace(made, audit=self._audit)

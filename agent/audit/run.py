@@ -1,0 +1,165 @@
+"""One audit: read the site's IPsec, firewall and BGP configuration (the files named, else the
+host's own), judge each against the rule set's Azure parameters, and return the findings with a
+parse status per input. The measured facts of a run, when there are some, sharpen the judgement
+(NAT detected, what the probes saw): an audit without them judges what the files say alone."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.audit.findings import Evidence, Finding, ParseState, ParseStatus, Severity
+from agent.audit.firewall import judge_firewall, read_host_firewall, read_iptables_save, read_nft_json
+from agent.audit.ipsec.ipsec_conf import read_host_ipsec, read_ipsec_conf
+from agent.audit.ipsec.rules import IpsecContext, judge_ipsec
+from agent.audit.ipsec.swanctl import read_swanctl
+from agent.audit.routing import RoutingContext, judge_routing, onprem_prefixes, read_bgp_speaker, read_ip_forward
+from agent.config import AuditSettings, Settings
+from agent.verdicts import RuleSet
+from agent.text import bounded
+
+# Where a host keeps the BGP daemons' configuration (Debian's packages).
+BGP_CONFIGS = ((Path("/etc/frr/frr.conf"), "frr"), (Path("/etc/bird/bird.conf"), "bird"))
+SEVERITY_ORDER = (Severity.ERROR, Severity.WARNING, Severity.INFO)
+MAX_FIREWALL_BYTES = 32 << 20  # the readers bound what they parse; this bounds what is read for them
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    findings: tuple[Finding, ...]
+    inputs: tuple[ParseStatus, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"findings": [finding.to_dict() for finding in self.findings],
+                "inputs": [status.to_dict() for status in self.inputs]}
+
+    def worst(self) -> Severity | None:
+        return next((severity for severity in SEVERITY_ORDER if any(f.severity is severity for f in self.findings)),
+                    None)
+
+
+def audit(settings: Settings, ruleset: RuleSet, facts: Mapping[str, Any] | None = None) -> AuditReport:
+    """Findings cite their source as the rule set does (its [sources] entry, not its key)."""
+    parameters, declared = ruleset.audit, settings.audit
+    statuses: list[ParseStatus] = []
+    connections, read = _ipsec(declared)
+    statuses += read
+    rulesets, read = _firewalls(declared)
+    statuses += read
+    speakers = []
+    for path, kind in BGP_CONFIGS:
+        if path.exists():
+            speaker, status = read_bgp_speaker(path, kind)
+            statuses.append(status)
+            speakers += [speaker] if speaker else []
+
+    nat = (facts or {}).get("nat") or {}
+    public = (facts or {}).get("public_ipv4") or {}
+    ip_forward = read_ip_forward()
+    context = IpsecContext(gateways=tuple(settings.gateway), gateway_type=declared.gateway_type,
+                           policy_based_selectors=declared.policy_based_selectors,
+                           onprem_prefixes=tuple(map(str, declared.onprem_prefixes)),
+                           vnet_prefixes=tuple(map(str, declared.vnet_prefixes)), behind_nat=nat.get("detected"))
+    findings = _parse_findings(statuses)
+    findings += judge_ipsec(connections, parameters, context)
+    findings += judge_firewall(rulesets, settings.gateway, nat.get("local_address") or _source_toward(settings.gateway),
+                               (facts or {}).get("reachability"), forwards=ip_forward is True)
+    selectors = [(prefix, f"{c.file}:{child.line}") for c in connections for child in c.children
+                 for prefix in (child.local_ts or ())]
+    findings += judge_routing(RoutingContext(
+        vpn_device=settings.requirements.vpn_device, ip_forward=ip_forward, asn=declared.asn,
+        bgp_peer_address=declared.bgp_peer_address, speakers=tuple(speakers),
+        public_address=public.get("site_address"), onprem_prefixes=onprem_prefixes(declared.onprem_prefixes, selectors),
+        vnet_prefixes=declared.vnet_prefixes, expressroute_subnets=declared.expressroute_peering_subnets,
+        plan=declared.plan, gateway_type=declared.gateway_type, gateway_sku=declared.gateway_sku), parameters)
+    findings.sort(key=lambda f: (SEVERITY_ORDER.index(f.severity), f.option, f.id))
+    cited = tuple(dataclasses.replace(f, source=_citation(ruleset, f)) for f in findings)
+    return AuditReport(cited, tuple(statuses))
+
+
+def _citation(ruleset: RuleSet, finding: Finding) -> str:
+    if finding.source not in ruleset.sources:  # a packaging bug: tests/test_audit.py runs every finding
+        raise KeyError(f"finding {finding.id} cites {finding.source!r}, which rule set {ruleset.name} does not list")
+    return ruleset.sources[finding.source]
+
+
+def _ipsec(declared: AuditSettings):
+    if not declared.ipsec_config:
+        return read_host_ipsec()
+    connections, statuses = [], []
+    for path in declared.ipsec_config:
+        found, read = (read_swanctl if _is_swanctl(path) else read_ipsec_conf)(str(path))
+        connections += found
+        statuses += read
+    return connections, statuses
+
+
+def _is_swanctl(path: Path) -> bool:
+    """swanctl.conf by name, or by its `connections {` section; anything else is an ipsec.conf."""
+    if path.name.endswith("swanctl.conf") or "swanctl" in path.parts:
+        return True
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(1 << 16)
+    except OSError:
+        return False  # the reader says why it cannot read it
+    return any(line.strip().startswith(b"connections") and b"{" in line for line in head.splitlines())
+
+
+def _firewalls(declared: AuditSettings):
+    if not declared.firewall:
+        return read_host_firewall()
+    rulesets, statuses = [], []
+    for path in declared.firewall:
+        try:
+            with path.open("rb") as handle:
+                data = handle.read(MAX_FIREWALL_BYTES + 1)
+        except OSError as exc:
+            statuses.append(ParseStatus(str(path), "firewall", ParseState.FAILED, f"cannot read: {exc.strerror or exc}"))
+            continue
+        reader = read_nft_json if data.lstrip()[:1] in (b"{", b"[") else read_iptables_save
+        ruleset, status = reader(data, str(path))
+        statuses.append(status)
+        rulesets += [ruleset] if ruleset is not None else []
+    return rulesets, statuses
+
+
+def _parse_findings(statuses: list[ParseStatus]) -> list[Finding]:
+    """A file not (fully) understood is a finding too: what it holds is then judged as unknown."""
+    findings = []
+    for status in statuses:
+        if status.status is ParseState.FAILED:
+            findings.append(Finding("parse.failed", Severity.WARNING, "site",
+                                    f"{status.kind} {status.file} could not be read: {bounded(status.detail, 300)}; "
+                                    "nothing in it was judged", "fix the file, or name the right one",
+                                    "reading-parse", Evidence(status.file)))
+        elif status.status is ParseState.PARTIALLY_UNRECOGNIZED:
+            first = status.unrecognized[0] if status.unrecognized else None
+            findings.append(Finding("parse.partial", Severity.INFO, "site",
+                                    f"{status.kind} {status.file}: {len(status.unrecognized)} statement(s) not understood "
+                                    "(listed in the inputs); what they decide is judged unknown",
+                                    "check those lines by hand", "reading-parse",
+                                    Evidence(status.file, first.line if first else None)))
+    return findings
+
+
+def _source_toward(gateways: tuple[str, ...]) -> str | None:
+    """This host's address toward the first gateway given as an address, as the kernel's routing
+    picks it (a UDP socket's connect sends nothing); None when there is no route or no address."""
+    for gateway in gateways:
+        try:
+            ipaddress.IPv4Address(gateway)
+        except ValueError:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.connect((gateway, 500))
+                return sock.getsockname()[0]
+            except OSError:
+                return None
+    return None

@@ -174,3 +174,19 @@ def test_bad_declarations_are_usage_errors():
     assert completed.returncode == 2
     for named in ("--vnet-prefix", "--asn", "--plan"):
         assert named in completed.stderr
+
+
+@pytest.mark.parametrize("output_format", ["text", "json", "markdown"])
+def test_no_pre_shared_key_in_any_output(tmp_path, output_format):
+    """The whole output is scanned, not the fields we know: a key, its halves, nowhere."""
+    secrets = {"psk-short.conf": "az1234", "good-route-based.conf": "Xk3pQ9vL2mN8rT5wY7zB4cF6hJ1sD0gA"}
+    for name, secret in secrets.items():
+        completed = audit("--ipsec-config", str(FIXTURES / "ipsec" / "swanctl" / name), "--firewall",
+                          str(FIXTURES / "firewall_read" / "gateway-host.json"), "--gateway", "203.0.113.10",
+                          "--format", output_format)
+        assert completed.returncode == 0, completed.stderr
+        whole = completed.stdout + completed.stderr
+        for piece in (secret, secret[: len(secret) // 2], secret[len(secret) // 2:]):
+            assert piece not in whole, (name, output_format)
+        if name == "psk-short.conf":
+            assert "ipsec.psk-weak" in whole  # judged by its length, which is all that is kept

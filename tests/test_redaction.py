@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from test_report import report_of, sample_report
 from test_tls import check_against
@@ -342,9 +342,23 @@ def _occurs(name: str, text: str) -> bool:
     return re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text, re.IGNORECASE) is not None
 
 
+def _without_mapped_prefixes(text: str) -> str:
+    """`text` less each "::ffff:" that a pseudonym of an IPv4 address follows, the text table's
+    wrapping (line breaks and cell borders, within the pseudonym too) disregarded."""
+    kept, start = [], 0
+    for found in re.finditer("::ffff:", text):
+        following = re.sub(r"[\s│┃]", "", text[found.end():found.end() + 200])
+        if re.match(r"[a-z0-9-]+-ipv4-\d", following):
+            kept.append(text[start:found.start()])
+            start = found.end()
+    return "".join(kept) + text[start:]
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(addresses=st.lists(st.one_of(ipv4s, ipv6s), min_size=1, max_size=6), host=hostnames, user=labels,
        target=hostnames, glues=st.lists(glue, min_size=8, max_size=8))
+@example(addresses=[("::", "::"), ("::ffff:0:0", "::ffff:0:0")], host="g01", user="g00", target="gce",
+         glues=[";"] * 8)  # a mapped pseudonym wrapped across table rows: its "::ffff:" hides nothing
 def test_no_address_or_name_survives_any_rendering(addresses, host, user, target, glues):
     names = [host, user, target]
     assume(not any(_occurs(part, BASELINE) for name in names for part in [name, *name.split(".")]))
@@ -361,7 +375,7 @@ def test_no_address_or_name_survives_any_rendering(addresses, host, user, target
     for name, rendered in outputs(hidden).items():
         # An IPv4-mapped address shows as "::ffff:" and its IPv4 pseudonym: that "::" hides nothing
         # (the text table may wrap between the two, onto its next row of cell borders).
-        lowered = re.sub(r"::ffff:(?=[\s│]*[a-z0-9-]+-ipv4-\d)", "", rendered.lower())
+        lowered = _without_mapped_prefixes(rendered.lower())
         for canonical, form in addresses:
             assert canonical.lower() not in lowered, (name, canonical)
             assert form.lower() not in lowered, (name, form)

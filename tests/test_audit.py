@@ -190,3 +190,33 @@ def test_no_pre_shared_key_in_any_output(tmp_path, output_format):
             assert piece not in whole, (name, output_format)
         if name == "psk-short.conf":
             assert "ipsec.psk-weak" in whole  # judged by its length, which is all that is kept
+
+
+# ---------------------------------------------------------------- packet size
+
+LIMITS = load_ruleset("azure-current").limits
+
+
+def _clamp_missing():
+    from agent.audit.findings import Evidence, Finding, Severity
+
+    return Finding("mtu.mss-clamp", Severity.WARNING, "site", "No rule clamps the TCP MSS.", "clamp it",
+                   "vpn-devices", Evidence("nft -j list ruleset"))
+
+
+def test_a_tunnel_interface_of_1400_stands_in_for_the_clamp():
+    from agent.audit.mtu import judge_mtu
+
+    settled = judge_mtu([_clamp_missing()], {"eth0": 1500, "xfrm0": 1400}, None, LIMITS)
+    assert ids(settled) == ["mtu.tunnel-mtu"] and "xfrm0 (MTU 1400)" in settled[0].text
+    kept = judge_mtu([_clamp_missing()], {"eth0": 1500, "vti0": 1480}, None, LIMITS)
+    assert ids(kept) == ["mtu.mss-clamp"] and "vti0 (MTU 1480) is above 1400" in kept[0].text
+    assert ids(judge_mtu([_clamp_missing()], {"eth0": 1400}, None, LIMITS)) == ["mtu.mss-clamp"]  # not a tunnel
+
+
+def test_a_measured_path_smaller_than_azures_sizing_asks_for_a_smaller_clamp():
+    from agent.audit.mtu import judge_mtu
+
+    found = judge_mtu([], {}, 1420, LIMITS)
+    assert ids(found) == ["mtu.path-mtu"] and "clamp the MSS at 1270" in found[0].fix
+    assert judge_mtu([], {}, 1500, LIMITS) == [] and judge_mtu([], {}, None, LIMITS) == []

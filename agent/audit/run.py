@@ -18,6 +18,7 @@ from agent.audit.firewall import judge_firewall, read_host_firewall, read_iptabl
 from agent.audit.ipsec.ipsec_conf import read_host_ipsec, read_ipsec_conf
 from agent.audit.ipsec.rules import IpsecContext, judge_ipsec
 from agent.audit.ipsec.swanctl import read_swanctl
+from agent.audit.mtu import interface_mtus, judge_mtu
 from agent.audit.routing import RoutingContext, judge_routing, onprem_prefixes, read_bgp_speaker, read_ip_forward
 from agent.config import AuditSettings, Settings
 from agent.verdicts import RuleSet
@@ -67,8 +68,10 @@ def audit(settings: Settings, ruleset: RuleSet, facts: Mapping[str, Any] | None 
                            vnet_prefixes=tuple(map(str, declared.vnet_prefixes)), behind_nat=nat.get("detected"))
     findings = _parse_findings(statuses)
     findings += judge_ipsec(connections, parameters, context)
-    findings += judge_firewall(rulesets, settings.gateway, nat.get("local_address") or _source_toward(settings.gateway),
-                               (facts or {}).get("reachability"), forwards=ip_forward is True)
+    firewall = judge_firewall(rulesets, settings.gateway, nat.get("local_address") or _source_toward(settings.gateway),
+                              (facts or {}).get("reachability"), forwards=ip_forward is True)
+    findings += judge_mtu(firewall, interface_mtus(), ((facts or {}).get("path_mtu") or {}).get("bytes"),
+                          ruleset.limits)
     selectors = [(prefix, f"{c.file}:{child.line}") for c in connections for child in c.children
                  for prefix in (child.local_ts or ())]
     findings += judge_routing(RoutingContext(

@@ -161,19 +161,28 @@ def _recommendation(report: dict[str, Any]) -> str:
     return ", then ".join(report["options"][option]["title"] for option in ranked)
 
 
-def render_text(report: dict[str, Any], *, color: bool = False, width: int = 110) -> str:
+def _cell(value: Any, style: str = "") -> Any:
+    """A table cell drawn as itself: no rich markup or emoji codes are read from a report, and it
+    passes through `visible`, so a peer's "[/x]" or ESC stays text."""
+    from rich.text import Text
+
+    return Text(visible(str(value)), style=style)
+
+
+def _console(color: bool, width: int) -> tuple[Any, io.StringIO]:
     from rich.console import Console
+
+    buffer = io.StringIO()
+    return Console(file=buffer, force_terminal=color, no_color=not color, width=width, highlight=False,
+                   markup=False, emoji=False), buffer
+
+
+def render_text(report: dict[str, Any], *, color: bool = False, width: int = 110) -> str:
     from rich.table import Table
     from rich.text import Text
 
-    # Every string is drawn as itself: no rich markup or emoji codes are read from a report, and
-    # each passes through `visible`, so a peer's "[/x]" or ESC stays text.
-    def cell(value: Any, style: str = "") -> Text:
-        return Text(visible(str(value)), style=style)
-
-    buffer = io.StringIO()
-    console = Console(file=buffer, force_terminal=color, no_color=not color, width=width, highlight=False,
-                      markup=False, emoji=False)
+    cell = _cell
+    console, buffer = _console(color, width)
     sentence = first_contact(report)
     if sentence:
         console.print(cell(sentence, "bold"), soft_wrap=True)  # one line, whatever the width: read first
@@ -212,7 +221,7 @@ def render_text(report: dict[str, Any], *, color: bool = False, width: int = 110
     console.print(verdicts)
     console.print(Text("Recommendation: ", style="bold") + cell(_recommendation(report)))
     if "audit" in report:
-        _print_audit(console, cell, report["audit"])
+        _print_audit(console, report["audit"])
     return buffer.getvalue()
 
 
@@ -239,9 +248,10 @@ def _audit_counts(audit: dict[str, Any]) -> str:
                      for severity, count in counts.items())
 
 
-def _print_audit(console: Any, cell: Callable[..., Any], audit: dict[str, Any]) -> None:
+def _print_audit(console: Any, audit: dict[str, Any]) -> None:
     from rich.table import Table
 
+    cell = _cell
     console.print(cell(f"Audit: {_audit_counts(audit)}", "bold"))
     for title, findings in _grouped(audit["findings"]):
         table = Table(title=title, title_justify="left", show_edge=False, show_lines=True)
@@ -276,17 +286,9 @@ def _audit_markdown(audit: dict[str, Any]) -> list[str]:
 
 def render_audit_text(document: dict[str, Any], *, color: bool = False, width: int = 110) -> str:
     """`xcheck audit`'s terminal output: the audit document alone."""
-    from rich.console import Console
-    from rich.text import Text
-
-    def cell(value: Any, style: str = "") -> Text:
-        return Text(visible(str(value)), style=style)
-
-    buffer = io.StringIO()
-    console = Console(file=buffer, force_terminal=color, no_color=not color, width=width, highlight=False,
-                      markup=False, emoji=False)
-    console.print(cell(_heading(document), "bold"))
-    _print_audit(console, cell, document["audit"])
+    console, buffer = _console(color, width)
+    console.print(_cell(_heading(document), "bold"))
+    _print_audit(console, document["audit"])
     return buffer.getvalue()
 
 

@@ -324,7 +324,7 @@ def _options_as(value: str) -> str:
     (CURRENT.replace("\nschema = 1\n", "\n", 1), "no `schema = 1` line: not a rule file this xcheck reads"),
     (CURRENT.replace("\nschema = 1\n", "\nschema = 2\n", 1), "schema = 2, this xcheck reads schema = 1 only"),
     ('weather = "fine"\n' + CURRENT,
-     "unknown keys ['weather'] (known: schema, name, title, sources, options, limits, ike, rules, recommendation)"),
+     "unknown keys ['weather'] (known: schema, name, title, sources, options, limits, ike, audit, rules, recommendation)"),
     (without(CURRENT, re.compile(r"\[limits\]")), "no [limits] table"),
     (without(CURRENT, re.compile(r"\[\[recommendation\]\]")), "no [[recommendation]] tables"),
     (edited(CURRENT, 'name = "azure-current"', 'name = "azure-2024"'),

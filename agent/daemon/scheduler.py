@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import random
 import time
@@ -187,6 +188,10 @@ class Scheduler:
                 await self._path.release_shared()
         if family.name == "site":
             await self._audit_site()
+        # A failed TLS handshake under asyncio leaves a cycle holding a 256 KiB buffer and the native
+        # TLS object until a late collection (CPython gh-109534, fixed in 3.13); the TLS probes fail one
+        # every cycle against a self-signed gateway. Measured: +8.5 MB in 10 minutes without this.
+        gc.collect()
         duration = time.monotonic() - started
         _log.debug("cycle done", extra={"fields": {"family": family.name, "duration_seconds": round(duration, 3)}})
         self._ran.add(family.name)

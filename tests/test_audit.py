@@ -220,3 +220,17 @@ def test_a_measured_path_smaller_than_azures_sizing_asks_for_a_smaller_clamp():
     found = judge_mtu([], {}, 1420, LIMITS)
     assert ids(found) == ["mtu.path-mtu"] and "clamp the MSS at 1270" in found[0].fix
     assert judge_mtu([], {}, 1500, LIMITS) == [] and judge_mtu([], {}, None, LIMITS) == []
+
+
+def test_rules_on_the_output_interface_are_judged_with_the_routes_interface(tmp_path):
+    """The interface toward the gateway is the route's (here lo, toward 127.0.0.5): a rule that
+    matches on it decides, rather than leaving every flow unknown."""
+    saved = tmp_path / "iptables.save"
+    saved.write_text("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT DROP [0:0]\n"
+                     "-A OUTPUT -o lo -p udp -m udp --dport 4500 -j DROP\n-A OUTPUT -o lo -j ACCEPT\nCOMMIT\n")
+    completed = audit("--firewall", str(saved), "--ipsec-config", str(tmp_path / "none.conf"),
+                      "--gateway", "127.0.0.5", "--format", "json")
+    assert completed.returncode == 0, completed.stderr
+    firewall = [f for f in document(completed)["audit"]["findings"] if f["id"].startswith("firewall.")]
+    assert [f["id"] for f in firewall] == ["firewall.udp4500"], firewall
+    assert firewall[0]["evidence"] == {"file": str(saved), "line": 5}

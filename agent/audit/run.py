@@ -68,8 +68,9 @@ def audit(settings: Settings, ruleset: RuleSet, facts: Mapping[str, Any] | None 
                            vnet_prefixes=tuple(map(str, declared.vnet_prefixes)), behind_nat=nat.get("detected"))
     findings = _parse_findings(statuses)
     findings += judge_ipsec(connections, parameters, context)
-    firewall = judge_firewall(rulesets, settings.gateway, nat.get("local_address") or _source_toward(settings.gateway),
-                              (facts or {}).get("reachability"), forwards=ip_forward is True)
+    source = nat.get("local_address") or _source_toward(settings.gateway)
+    firewall = judge_firewall(rulesets, settings.gateway, source, (facts or {}).get("reachability"),
+                              forwards=ip_forward is True, wan_interface=_interface_of(source))
     findings += judge_mtu(firewall, interface_mtus(), ((facts or {}).get("path_mtu") or {}).get("bytes"),
                           ruleset.limits)
     selectors = [(prefix, f"{c.file}:{child.line}") for c in connections for child in c.children
@@ -149,6 +150,17 @@ def _parse_findings(statuses: list[ParseStatus]) -> list[Finding]:
                                     "check those lines by hand", "reading-parse",
                                     Evidence(status.file, first.line if first else None)))
     return findings
+
+
+def _interface_of(address: str | None) -> str | None:
+    """The interface that holds `address` (the source toward the gateways is the route's): rules that
+    match on the output interface are then judged, not left unknown."""
+    if address is None:
+        return None
+    import psutil
+
+    return next((name for name, addresses in psutil.net_if_addrs().items()
+                 if any(a.family == socket.AF_INET and a.address == address for a in addresses)), None)
 
 
 def _source_toward(gateways: tuple[str, ...]) -> str | None:

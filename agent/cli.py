@@ -74,6 +74,7 @@ _FLAG_FIELDS = {
     "--vnet-prefix": "audit.vnet_prefixes",
     "--er-peering-subnet": "audit.expressroute_peering_subnets",
     "--plan": "audit.plan",
+    "--routes-vpn-device": "audit.routes_vpn_device",
     "--fail-on": "audit.fail_on",
 }
 
@@ -355,8 +356,8 @@ def audit(
     firewall: Annotated[Optional[list[Path]], typer.Option("--firewall", metavar="FILE", help="`nft -j list ruleset` or `iptables-save` output to audit (repeatable; default: this host's, which needs root).")] = None,
     config: ConfigFlag = None,
     ruleset: RulesetFlag = None,
-    gateway: GatewayFlag = None,
-    vpn_device: VpnDeviceFlag = None,
+    gateway: Annotated[Optional[list[str]], typer.Option("--gateway", metavar="HOST", help="The Azure VPN gateway's public address (repeatable; default: the remote addresses of the IPsec connections read).")] = None,
+    routes_vpn_device: Annotated[Optional[bool], typer.Option("--routes-vpn-device/--no-routes-vpn-device", help="This host routes for the VPN device behind it: the firewall's FORWARD chains and IPv4 forwarding are judged too.")] = None,
     gateway_type: Annotated[Optional[str], typer.Option("--gateway-type", help="The Azure VPN gateway's type: route-based or policy-based.")] = None,
     gateway_sku: Annotated[Optional[str], typer.Option("--gateway-sku", help="Its SKU: Basic, VpnGw1 ... VpnGw5.")] = None,
     policy_based_selectors: Annotated[Optional[bool], typer.Option("--policy-based-selectors/--any-to-any-selectors", help="The Azure connection uses UsePolicyBasedTrafficSelectors (or not).")] = None,
@@ -388,6 +389,23 @@ def audit(
     raise typer.Exit(code)
 
 
+def _input_problem(path: Path) -> str | None:
+    """Why a named input file cannot be read at all (None: it can be opened; what is in it is the
+    readers' to judge)."""
+    import os
+    import stat
+
+    try:
+        found = os.stat(path)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if not stat.S_ISREG(found.st_mode):
+        return "not a regular file (a FIFO or device would be read without end; save the listing to a file)"
+    if not os.access(path, os.R_OK):
+        return "permission denied"
+    return None
+
+
 def _audit(config: Path | None, flags: dict, output_format: OutputFormat, output: Path | None) -> int:
     from datetime import datetime, timezone
 
@@ -407,6 +425,10 @@ def _audit(config: Path | None, flags: dict, output_format: OutputFormat, output
             check_output(output)
         except ReportWriteError as exc:
             raise _fail(str(exc), EXIT_USAGE) from None
+    for path in (*settings.audit.ipsec_config, *settings.audit.firewall):
+        problem = _input_problem(path)
+        if problem:  # a typo must not pass a CI gate as "nothing found"
+            raise _fail(f"cannot audit {path}: {problem}", EXIT_USAGE)
     started = datetime.now(timezone.utc)
     ruleset = load_ruleset(settings.ruleset)
     found = run_audit(settings, ruleset)

@@ -142,6 +142,7 @@ class AuditSettings:
     vnet_prefixes: tuple[ipaddress.IPv4Network, ...] = ()
     expressroute_peering_subnets: tuple[ipaddress.IPv4Network, ...] = ()
     plan: tuple[str, ...] = ()
+    routes_vpn_device: bool | None = None  # this host routes for a VPN device behind it (FORWARD is judged)
     fail_on: str | None = None
 
 
@@ -357,6 +358,7 @@ FIELDS: dict[str, tuple[Callable[[Any], Any], str]] = {
     "audit.vnet_prefixes": (_list_of(_prefix, MAX_PREFIXES), "audit.vnet_prefixes"),
     "audit.expressroute_peering_subnets": (_list_of(_prefix, 4), "audit.expressroute_peering_subnets"),
     "audit.plan": (_list_of(_choice(PLAN_OPTIONS), len(PLAN_OPTIONS)), "audit.plan"),
+    "audit.routes_vpn_device": (_boolean, "audit.routes_vpn_device"),
     "audit.fail_on": (_choice(FAIL_ON), "audit.fail_on"),
 }
 

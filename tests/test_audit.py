@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import jsonschema
 import pytest
 from conftest import XCHECK
 
-from agent.audit.findings import ParseState
+from agent.audit.findings import Evidence, ParseState
 from agent.audit.routing import BgpSpeaker, RoutingContext, judge_routing, onprem_prefixes, read_bgp_speaker
 from agent.report import audit_schema
 from agent.verdicts import load_ruleset
@@ -30,10 +31,10 @@ def ids(findings) -> list[str]:
 
 # ---------------------------------------------------------------- routing side
 
-@pytest.mark.parametrize("vpn_device, ip_forward, fires", [
-    (True, False, True), (True, True, False), (None, False, False), (True, None, False)])
-def test_ip_forward_on_the_declared_vpn_device(vpn_device, ip_forward, fires):
-    found = judge_routing(RoutingContext(vpn_device=vpn_device, ip_forward=ip_forward), CURRENT)
+@pytest.mark.parametrize("needs_forwarding, ip_forward, fires", [
+    (True, False, True), (True, True, False), (False, False, False), (True, None, False)])
+def test_ip_forward_where_this_host_carries_the_sites_traffic(needs_forwarding, ip_forward, fires):
+    found = judge_routing(RoutingContext(needs_forwarding=needs_forwarding, ip_forward=ip_forward), CURRENT)
     assert ids(found) == (["routing.ip-forward"] if fires else [])
 
 
@@ -57,10 +58,12 @@ def test_bgp_peer_address_rules():
 
 
 def test_overlaps_with_the_vnet_and_the_expressroute_subnets():
-    site = onprem_prefixes([N("10.0.0.0/16")], [("192.168.0.0/24", "swanctl.conf:12"), ("0.0.0.0/0", "x:1")])
+    site = onprem_prefixes([N("10.0.0.0/16")], [("192.168.0.0/24", Evidence("swanctl.conf", 12)),
+                                                ("0.0.0.0/0", Evidence("x", 1))])
     assert [str(n) for n, _ in site] == ["10.0.0.0/16", "192.168.0.0/24"]  # any-to-any is no prefix
     found = judge_routing(RoutingContext(onprem_prefixes=site, vnet_prefixes=(N("192.168.0.128/25"),)), CURRENT)
     assert ids(found) == ["overlap.vnet"] and "swanctl.conf:12" in found[0].text
+    assert found[0].evidence == Evidence("swanctl.conf", 12)
     assert judge_routing(RoutingContext(onprem_prefixes=site, vnet_prefixes=(N("10.1.0.0/16"),)), CURRENT) == []
     er = judge_routing(RoutingContext(onprem_prefixes=site, vnet_prefixes=(N("10.1.0.0/16"),),
                                       expressroute_subnets=(N("10.1.5.0/29"), N("172.16.0.0/28"))), CURRENT)
@@ -88,18 +91,31 @@ def test_bgp_speakers_from_frr_and_bird(tmp_path):
                    " neighbor 10.2.0.4 update-source 198.51.100.2\n")
     speaker, status = read_bgp_speaker(frr, "frr")
     assert status.status is ParseState.PARSED
-    assert speaker == BgpSpeaker(str(frr), 65515, 2, (("198.51.100.2", 4),))
+    assert speaker == BgpSpeaker(str(frr), ((65515, 2),), (("198.51.100.2", 4),))
     found = judge_routing(RoutingContext(speakers=(speaker,), public_address="198.51.100.2"), CURRENT)
     assert sorted(ids(found)) == ["bgp.asn-reserved", "bgp.peer-address"]
     assert {(f.evidence.file, f.evidence.line) for f in found} == {(str(frr), 2), (str(frr), 4)}
     bird = tmp_path / "bird.conf"
     bird.write_text("protocol bgp azure {\n  local 169.254.21.1 as 65010;\n  neighbor 169.254.21.2 as 65515;\n}\n")
     speaker, _ = read_bgp_speaker(bird, "bird")
-    assert speaker.asn == 65010 and speaker.peer_addresses == (("169.254.21.1", 2),)
+    assert speaker.asns == ((65010, 2),) and speaker.peer_addresses == (("169.254.21.1", 2),)
     assert judge_routing(RoutingContext(speakers=(speaker,)), CURRENT) == []
-    empty = tmp_path / "empty.conf"
-    empty.write_text("hostname x\n")
-    assert read_bgp_speaker(empty, "frr")[1].status is ParseState.PARTIALLY_UNRECOGNIZED
+    ospf_only = tmp_path / "ospf.conf"
+    ospf_only.write_text("hostname x\nrouter ospf\n")  # no BGP: nothing to judge, nothing misread
+    assert read_bgp_speaker(ospf_only, "frr") == (BgpSpeaker(str(ospf_only), (), ()), read_bgp_speaker(ospf_only, "frr")[1])
+    assert read_bgp_speaker(ospf_only, "frr")[1].status is ParseState.PARSED
+
+
+def test_frr_asdot_vrfs_and_what_frr_takes_for_an_interface(tmp_path):
+    frr = tmp_path / "frr.conf"
+    frr.write_text("router bgp 65515.1 as-notation dot\n neighbor 10.2.0.4 update-source 169.254.999.5\n"
+                   "router bgp 65515 vrf AZURE\n neighbor 10.2.0.4 update-source lo\nrouter bgp 99999999999\n")
+    speaker, status = read_bgp_speaker(frr, "frr")
+    # 65515.1 is 65515 x 65536 + 1, a private 4-byte ASN; the VRF's 65515 is reserved; the last is no ASN.
+    assert speaker.asns == ((4293591041, 1), (65515, 3)) and speaker.peer_addresses == ()
+    assert status.status is ParseState.PARTIALLY_UNRECOGNIZED and status.unrecognized[0].line == 5
+    found = judge_routing(RoutingContext(speakers=(speaker,)), CURRENT)
+    assert [(f.id, f.evidence.line) for f in found] == [("bgp.asn-reserved", 3)]
     binary = tmp_path / "junk.conf"
     binary.write_bytes(b"\x00\x01" * 100)
     speaker, status = read_bgp_speaker(binary, "frr")
@@ -222,15 +238,88 @@ def test_a_measured_path_smaller_than_azures_sizing_asks_for_a_smaller_clamp():
     assert judge_mtu([], {}, 1500, LIMITS) == [] and judge_mtu([], {}, None, LIMITS) == []
 
 
-def test_rules_on_the_output_interface_are_judged_with_the_routes_interface(tmp_path):
-    """The interface toward the gateway is the route's (here lo, toward 127.0.0.5): a rule that
+@pytest.mark.skipif(os.geteuid() != 0, reason="a network namespace of its own needs root (CI runs as root)")
+def test_the_hosts_own_firewall_is_judged_with_the_routes_interface(tmp_path):
+    """This host's own ruleset (read with iptables-save and nft, in a namespace of the test's own) is
+    judged with the interface the route toward the gateway takes (lo, toward 127.0.0.5): a rule that
     matches on it decides, rather than leaving every flow unknown."""
     saved = tmp_path / "iptables.save"
     saved.write_text("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT DROP [0:0]\n"
                      "-A OUTPUT -o lo -p udp -m udp --dport 4500 -j DROP\n-A OUTPUT -o lo -j ACCEPT\nCOMMIT\n")
-    completed = audit("--firewall", str(saved), "--ipsec-config", str(tmp_path / "none.conf"),
-                      "--gateway", "127.0.0.5", "--format", "json")
+    empty = tmp_path / "empty.conf"
+    empty.write_text("")
+    script = (f"ip link set lo up && iptables-restore < {saved} && "
+              f"{XCHECK} audit --ipsec-config {empty} --gateway 127.0.0.5 --format json")
+    completed = subprocess.run(["unshare", "--net", "sh", "-c", script], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
     firewall = [f for f in document(completed)["audit"]["findings"] if f["id"].startswith("firewall.")]
     assert [f["id"] for f in firewall] == ["firewall.udp4500"], firewall
-    assert firewall[0]["evidence"] == {"file": str(saved), "line": 5}
+    assert "-o lo -p udp" in firewall[0]["text"]
+
+
+def test_a_firewall_file_is_not_judged_with_this_hosts_addresses(tmp_path):
+    """A listing copied from the gateway host: this machine's interface and address say nothing of
+    it, so a rule on the output interface leaves the answer unknown, never a false drop."""
+    saved = tmp_path / "iptables.save"
+    saved.write_text("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT DROP [0:0]\n"
+                     "-A OUTPUT -o ens192 -j ACCEPT\nCOMMIT\n")
+    empty = tmp_path / "empty.conf"
+    empty.write_text("")
+    completed = audit("--firewall", str(saved), "--ipsec-config", str(empty), "--gateway", "127.0.0.5",
+                      "--format", "json")
+    assert completed.returncode == 0, completed.stderr
+    firewall = {f["id"] for f in document(completed)["audit"]["findings"] if f["id"].startswith("firewall.")}
+    assert firewall == {"firewall.unknown"}
+
+
+def test_without_a_gateway_the_connections_name_it_and_a_name_is_resolved(tmp_path):
+    broken = str(FIXTURES / "ipsec" / "swanctl" / "rekey-pfs-only.conf")
+    fw = str(FIXTURES / "firewall" / "iptables" / "01-accept-all.rules")
+    # No --gateway: the connection's own remote address (203.0.113.10) is the gateway.
+    found = document(audit("--ipsec-config", broken, "--firewall", fw, "--format", "json"))["audit"]["findings"]
+    assert "ipsec.rekey-proposal" in {f["id"] for f in found}
+    if os.geteuid() != 0:
+        pytest.skip("a hosts file of the test's own needs root (a mount namespace); CI runs as root")
+    # A name is resolved before it is compared with the connection's address (a hosts file of the
+    # test's own, bound over /etc/hosts in a mount namespace: no DNS is asked).
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n203.0.113.10 vpngw.example.test\n")
+    script = (f"mount --bind {hosts} /etc/hosts && {XCHECK} audit --ipsec-config {broken} --firewall {fw} "
+              "--gateway vpngw.example.test --format json")
+    completed = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+    found = {f["id"] for f in document(completed)["audit"]["findings"]}
+    assert "ipsec.rekey-proposal" in found and "ipsec.remote-address" not in found
+
+
+def test_named_inputs_that_cannot_be_read_are_usage_errors(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for args in (("--ipsec-config", str(tmp_path / "typo.conf")), ("--firewall", str(fifo))):
+        completed = audit(*args, "--fail-on", "error", timeout=60)
+        assert completed.returncode == 2 and "cannot audit" in completed.stderr, completed.stderr
+
+
+def test_forward_is_judged_only_for_a_host_that_routes_for_the_vpn_device(tmp_path):
+    """A strongSwan gateway host forwards its LAN (ip_forward 1) but its IKE and ESP are its own:
+    FORWARD toward the gateway is asked only of a host declared to route for a device behind it."""
+    saved = tmp_path / "iptables.save"
+    saved.write_text("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n")
+    empty = tmp_path / "empty.conf"
+    empty.write_text("")
+    args = ("--firewall", str(saved), "--ipsec-config", str(empty), "--gateway", "203.0.113.10", "--format", "json")
+    endpoint = {f["id"] for f in document(audit(*args))["audit"]["findings"]}
+    assert not {i for i in endpoint if i.startswith("firewall.")}, endpoint
+    router = [f for f in document(audit(*args, "--routes-vpn-device"))["audit"]["findings"]
+              if f["id"].startswith("firewall.")]
+    assert {f["id"] for f in router} >= {"firewall.udp500", "firewall.udp4500"}
+    assert all("forward" in f["text"].lower() for f in router)
+
+
+def test_no_mss_finding_when_no_firewall_could_be_read(tmp_path):
+    junk = tmp_path / "fw.txt"
+    junk.write_bytes(b"\x00garbage")
+    empty = tmp_path / "empty.conf"
+    empty.write_text("")
+    found = {f["id"] for f in document(audit("--firewall", str(junk), "--ipsec-config", str(empty), "--gateway",
+                                             "203.0.113.10", "--format", "json"))["audit"]["findings"]}
+    assert "parse.failed" in found and "mtu.mss-clamp" not in found

@@ -24,8 +24,7 @@ class BgpSpeaker:
     """What a BGP daemon's configuration says about the session to Azure."""
 
     file: str
-    asn: int | None
-    asn_line: int | None
+    asns: tuple[tuple[int, int], ...]  # every instance's ASN (FRR: one per `router bgp`, VRFs too), with its line
     # Addresses the speaker uses toward its neighbours (FRR `update-source`, BIRD `local ADDRESS`), with lines.
     peer_addresses: tuple[tuple[str, int], ...] = ()
 
@@ -34,14 +33,14 @@ class BgpSpeaker:
 class RoutingContext:
     """What the user declared and what this host says (None: not known, then nothing is judged)."""
 
-    vpn_device: bool | None = None  # --vpn-device: this host is the S2S device
+    needs_forwarding: bool = False  # this host routes the site's traffic into or toward the tunnel
     ip_forward: bool | None = None  # net.ipv4.ip_forward of this host
     ip_forward_source: str = "/proc/sys/net/ipv4/ip_forward"
     asn: int | None = None  # --asn
     bgp_peer_address: str | None = None  # --bgp-peer-address
     speakers: tuple[BgpSpeaker, ...] = ()
     public_address: str | None = None  # facts.public_ipv4.site_address
-    onprem_prefixes: tuple[tuple[Network, str], ...] = ()  # each with where it came from
+    onprem_prefixes: tuple[tuple[Network, Evidence], ...] = ()  # each with where it came from
     vnet_prefixes: tuple[Network, ...] = ()
     expressroute_subnets: tuple[Network, ...] = ()
     plan: tuple[str, ...] = ()  # p2s, s2s, expressroute
@@ -58,7 +57,8 @@ def read_ip_forward(path: Path = Path("/proc/sys/net/ipv4/ip_forward")) -> bool 
 
 # ---------------------------------------------------------------- FRR and BIRD
 
-_FRR_ROUTER = re.compile(r"^\s*router\s+bgp\s+(\d+)\b")
+# `router bgp ASN [vrf NAME]`, ASN plain or asdot (FRR's `as-notation dot`: HIGH.LOW).
+_FRR_ROUTER = re.compile(r"^\s*router\s+bgp\s+(\d+)(?:\.(\d+))?(?:\s|$)")
 _FRR_SOURCE = re.compile(r"^\s*neighbor\s+\S+\s+update-source\s+(\d+\.\d+\.\d+\.\d+)\s*$")
 _BIRD_LOCAL = re.compile(r"^\s*local\s+(?:(\d+\.\d+\.\d+\.\d+)\s+)?as\s+(\d+)\s*;")
 
@@ -73,24 +73,40 @@ def read_bgp_speaker(path: Path, kind: str) -> tuple[BgpSpeaker | None, ParseSta
         return None, ParseStatus(str(path), kind, ParseState.FAILED, str(exc))
     status = ParseStatus(str(path), kind, ParseState.PARSED, source.note)
     text = "\n".join(source.lines)
-    asn = asn_line = None
+    asns: list[tuple[int, int]] = []
     addresses: list[tuple[str, int]] = []
+    unrecognized: list[Unrecognized] = []
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.split("!" if kind == "frr" else "#", 1)[0]
         if kind == "frr":
-            if (match := _FRR_ROUTER.match(line)) and asn is None:
-                asn, asn_line = int(match.group(1)), number
+            if match := _FRR_ROUTER.match(line):
+                high, low = match.groups()
+                asn = int(high) * 65536 + int(low) if low is not None else int(high)
+                if (low is not None and (int(high) > 65535 or int(low) > 65535)) or not 0 <= asn < 2**32:
+                    unrecognized.append(Unrecognized(number, line.strip()))
+                else:
+                    asns.append((asn, number))
             elif match := _FRR_SOURCE.match(line):
                 addresses.append((match.group(1), number))
         elif match := _BIRD_LOCAL.match(line):
-            if asn is None:
-                asn, asn_line = int(match.group(2)), number
+            if 0 <= int(match.group(2)) < 2**32:
+                asns.append((int(match.group(2)), number))
             if match.group(1):
                 addresses.append((match.group(1), number))
-    if asn is None:
-        status = ParseStatus(str(path), kind, ParseState.PARTIALLY_UNRECOGNIZED, "no BGP ASN found",
-                             (Unrecognized(None, "no `router bgp ASN`" if kind == "frr" else "no `local ... as ASN;`"),))
-    return BgpSpeaker(str(path), asn, asn_line, tuple(addresses)), status
+    # FRR takes a word that is no address as an interface name: only addresses are peer addresses.
+    addresses = [(address, number) for address, number in addresses if _is_address(address)]
+    if unrecognized:
+        status = ParseStatus(str(path), kind, ParseState.PARTIALLY_UNRECOGNIZED, "an AS number out of range",
+                             tuple(unrecognized))
+    return BgpSpeaker(str(path), tuple(asns), tuple(addresses)), status
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+        return True
+    except ValueError:
+        return False
 
 
 # ---------------------------------------------------------------- judging
@@ -105,10 +121,11 @@ def judge_routing(context: RoutingContext, parameters: AzureParameters) -> list[
 
 
 def _forwarding(context: RoutingContext) -> list[Finding]:
-    if context.vpn_device is not True or context.ip_forward is not False:
+    if not context.needs_forwarding or context.ip_forward is not False:
         return []
     return [Finding("routing.ip-forward", Severity.ERROR, "s2s",
-                    "this host is declared the VPN device (--vpn-device) but does not forward IPv4 "
+                    "this host carries the site's traffic (its tunnels' local side is a network, or it is declared "
+                    "to route for the VPN device: --routes-vpn-device) but does not forward IPv4 "
                     "(net.ipv4.ip_forward = 0): the tunnel would come up and carry nothing for the site",
                     "set net.ipv4.ip_forward = 1 (in /etc/sysctl.d/, then `sysctl --system`)",
                     "vpn-devices", Evidence(context.ip_forward_source))]
@@ -116,7 +133,7 @@ def _forwarding(context: RoutingContext) -> list[Finding]:
 
 def _asns(context: RoutingContext) -> list[tuple[int, Evidence]]:
     found = [(context.asn, Evidence("--asn"))] if context.asn is not None else []
-    found += [(s.asn, Evidence(s.file, s.asn_line)) for s in context.speakers if s.asn is not None]
+    found += [(asn, Evidence(s.file, line)) for s in context.speakers for asn, line in s.asns]
     return found
 
 
@@ -157,22 +174,21 @@ def _overlaps(context: RoutingContext) -> list[Finding]:
             if onprem.overlaps(vnet):
                 findings.append(Finding(
                     "overlap.vnet", Severity.ERROR, "site",
-                    f"the on-premises prefix {onprem} ({where}) overlaps the virtual network's {vnet}: traffic for "
-                    f"the overlap cannot be routed to both sides",
+                    f"the on-premises prefix {onprem} ({_shown(where)}) overlaps the virtual network's {vnet}: "
+                    f"traffic for the overlap cannot be routed to both sides",
                     "renumber one side, or leave the overlapping range out of the virtual network's address space",
-                    "vpn-devices", Evidence(where)))
+                    "vpn-devices", where))
     for subnet in context.expressroute_subnets:
         if subnet.prefixlen not in (29, 30):
             findings.append(Finding(
                 "overlap.expressroute", Severity.ERROR, "expressroute_nsp",
                 f"the ExpressRoute peering subnet {subnet} is a /{subnet.prefixlen}: a peering takes a /29 or two /30s",
                 "give a /29 (or two /30s, one per BGP session)", "er-routing", Evidence("--er-peering-subnet")))
-        for other, where in [(n, w) for n, w in context.onprem_prefixes] + [(v, "--vnet-prefix")
-                                                                            for v in context.vnet_prefixes]:
+        for other, where in [*context.onprem_prefixes, *((v, Evidence("--vnet-prefix")) for v in context.vnet_prefixes)]:
             if subnet.overlaps(other):
                 findings.append(Finding(
                     "overlap.expressroute", Severity.ERROR, "expressroute_nsp",
-                    f"the ExpressRoute peering subnet {subnet} overlaps {other} ({where})",
+                    f"the ExpressRoute peering subnet {subnet} overlaps {other} ({_shown(where)})",
                     "take the peering subnets from space used nowhere else", "er-routing",
                     Evidence("--er-peering-subnet")))
     return findings
@@ -206,10 +222,15 @@ def _plan(context: RoutingContext, parameters: AzureParameters) -> list[Finding]
     return findings
 
 
-def onprem_prefixes(declared: Iterable[Network], selectors: Sequence[tuple[str, str]] = ()) -> tuple[tuple[Network, str], ...]:
+def _shown(evidence: Evidence) -> str:
+    return evidence.file + (f":{evidence.line}" if evidence.line is not None else "")
+
+
+def onprem_prefixes(declared: Iterable[Network],
+                    selectors: Sequence[tuple[str, Evidence]] = ()) -> tuple[tuple[Network, Evidence], ...]:
     """The site's prefixes with where each came from: --onprem-prefix, then the IPsec connections'
-    local traffic selectors (as "file:line"), any-to-any left out (0.0.0.0/0 overlaps everything)."""
-    found: dict[Network, str] = {network: "--onprem-prefix" for network in declared}
+    local traffic selectors, any-to-any left out (0.0.0.0/0 overlaps everything)."""
+    found: dict[Network, Evidence] = {network: Evidence("--onprem-prefix") for network in declared}
     for text, where in selectors:
         try:
             network = ipaddress.IPv4Network(text, strict=False)

@@ -16,6 +16,7 @@ from typing import Any
 from agent.audit.findings import Evidence, Finding, ParseState, ParseStatus, Severity
 from agent.audit.firewall import judge_firewall, read_host_firewall, read_iptables_save, read_nft_json
 from agent.audit.ipsec.ipsec_conf import read_host_ipsec, read_ipsec_conf
+from agent.audit.ipsec.model import Connection
 from agent.audit.ipsec.rules import IpsecContext, judge_ipsec
 from agent.audit.ipsec.swanctl import read_swanctl
 from agent.audit.mtu import interface_mtus, judge_mtu
@@ -45,8 +46,13 @@ class AuditReport:
 
 
 def audit(settings: Settings, ruleset: RuleSet, facts: Mapping[str, Any] | None = None) -> AuditReport:
-    """Findings cite their source as the rule set does (its [sources] entry, not its key)."""
+    """Findings cite their source as the rule set does (its [sources] entry, not its key).
+
+    What this host says (its addresses, interfaces, forwarding, its route toward the gateways) is
+    used only for the host's own configuration: files named with --firewall may come from another
+    machine, and rules that depend on what is not known of it are then judged unknown."""
     parameters, declared = ruleset.audit, settings.audit
+    facts = facts or {}
     statuses: list[ParseStatus] = []
     connections, read = _ipsec(declared)
     statuses += read
@@ -59,24 +65,35 @@ def audit(settings: Settings, ruleset: RuleSet, facts: Mapping[str, Any] | None 
             statuses.append(status)
             speakers += [speaker] if speaker else []
 
-    nat = (facts or {}).get("nat") or {}
-    public = (facts or {}).get("public_ipv4") or {}
-    ip_forward = read_ip_forward()
-    context = IpsecContext(gateways=tuple(settings.gateway), gateway_type=declared.gateway_type,
+    nat, public = facts.get("nat") or {}, facts.get("public_ipv4") or {}
+    own_host = not declared.firewall
+    ip_forward = read_ip_forward() if own_host else None
+    # The gateways: as declared (names resolved, as the probes resolve them), else the remote
+    # addresses the IPsec connections name.
+    gateways = _resolved(settings.gateway) or _remote_addresses(connections)
+    context = IpsecContext(gateways=gateways, gateway_type=declared.gateway_type,
                            policy_based_selectors=declared.policy_based_selectors,
                            onprem_prefixes=tuple(map(str, declared.onprem_prefixes)),
                            vnet_prefixes=tuple(map(str, declared.vnet_prefixes)), behind_nat=nat.get("detected"))
     findings = _parse_findings(statuses)
     findings += judge_ipsec(connections, parameters, context)
-    source = nat.get("local_address") or _source_toward(settings.gateway)
-    firewall = judge_firewall(rulesets, settings.gateway, source, (facts or {}).get("reachability"),
-                              forwards=ip_forward is True, wan_interface=_interface_of(source))
-    findings += judge_mtu(firewall, interface_mtus(), ((facts or {}).get("path_mtu") or {}).get("bytes"),
+    source = (nat.get("local_address") or _source_toward(gateways)) if own_host else None
+    firewall = judge_firewall(rulesets, gateways, source, facts.get("reachability"),
+                              forwards=declared.routes_vpn_device is True, wan_interface=_interface_of(source))
+    if not gateways and rulesets:
+        firewall.append(Finding("firewall.no-gateway", Severity.INFO, "s2s",
+                                "the firewall was read but not judged: no gateway was given (--gateway), and no IPsec "
+                                "connection names one", "name the Azure gateway's public address with --gateway",
+                                "vpn-devices", Evidence(rulesets[0].file)))
+    findings += judge_mtu(firewall, interface_mtus() if own_host else {}, (facts.get("path_mtu") or {}).get("bytes"),
                           ruleset.limits)
-    selectors = [(prefix, f"{c.file}:{child.line}") for c in connections for child in c.children
-                 for prefix in (child.local_ts or ())]
+    # This host must forward if it is told it routes for the device, or if its own tunnels carry a subnet.
+    needs_forwarding = declared.routes_vpn_device is True or (
+        own_host and not declared.ipsec_config and any(_carries_subnet(c) for c in connections))
+    selectors = [(prefix, Evidence(c.file, c.line_of(f"children.{child.name}.local_ts")))
+                 for c in connections for child in c.children for prefix in (child.local_ts or ())]
     findings += judge_routing(RoutingContext(
-        vpn_device=settings.requirements.vpn_device, ip_forward=ip_forward, asn=declared.asn,
+        needs_forwarding=needs_forwarding, ip_forward=ip_forward, asn=declared.asn,
         bgp_peer_address=declared.bgp_peer_address, speakers=tuple(speakers),
         public_address=public.get("site_address"), onprem_prefixes=onprem_prefixes(declared.onprem_prefixes, selectors),
         vnet_prefixes=declared.vnet_prefixes, expressroute_subnets=declared.expressroute_peering_subnets,
@@ -84,6 +101,61 @@ def audit(settings: Settings, ruleset: RuleSet, facts: Mapping[str, Any] | None 
     findings.sort(key=lambda f: (SEVERITY_ORDER.index(f.severity), f.option, f.id))
     cited = tuple(dataclasses.replace(f, source=_citation(ruleset, f)) for f in findings)
     return AuditReport(cited, tuple(statuses))
+
+
+def _carries_subnet(connection: Connection) -> bool:
+    """A tunnel whose local side is a network, not this host alone: its packets are forwarded."""
+    for child in connection.children:
+        for prefix in child.local_ts or ():
+            try:
+                if ipaddress.IPv4Network(prefix, strict=False).prefixlen < 32:
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+def _remote_addresses(connections: list[Connection]) -> tuple[str, ...]:
+    found: dict[str, None] = {}
+    for connection in connections:
+        for address in connection.remote_addrs or ():
+            try:
+                found[str(ipaddress.IPv4Address(address))] = None
+            except ValueError:
+                continue  # %any, a name, a range: not one gateway's address
+    return tuple(found)
+
+
+# A name that does not resolve within this leaves the connection judged against the name alone.
+RESOLVE_SECONDS = 3.0
+
+
+def _resolved(gateways: tuple[str, ...]) -> tuple[str, ...]:
+    """Each gateway as an address, a name replaced by its IPv4 addresses (kept as given when it does
+    not resolve in time): connections name their peer by address."""
+    import concurrent.futures
+
+    out: dict[str, None] = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        lookups = {gateway: pool.submit(socket.getaddrinfo, gateway, None, socket.AF_INET, socket.SOCK_DGRAM)
+                   for gateway in gateways if not _is_ipv4(gateway)}
+        for gateway in gateways:
+            if gateway not in lookups:
+                out[gateway] = None
+                continue
+            try:
+                out.update(dict.fromkeys(info[4][0] for info in lookups[gateway].result(timeout=RESOLVE_SECONDS)))
+            except (OSError, UnicodeError, concurrent.futures.TimeoutError):
+                out[gateway] = None
+    return tuple(out)
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _citation(ruleset: RuleSet, finding: Finding) -> str:
@@ -107,6 +179,8 @@ def _is_swanctl(path: Path) -> bool:
     """swanctl.conf by name, or by its `connections {` section; anything else is an ipsec.conf."""
     if path.name.endswith("swanctl.conf") or "swanctl" in path.parts:
         return True
+    if not path.is_file():
+        return False  # the reader says what it is; reading a FIFO here would wait for a writer
     try:
         with path.open("rb") as handle:
             head = handle.read(1 << 16)
@@ -120,6 +194,9 @@ def _firewalls(declared: AuditSettings):
         return read_host_firewall()
     rulesets, statuses = [], []
     for path in declared.firewall:
+        if path.exists() and not path.is_file():  # a FIFO would be read without end
+            statuses.append(ParseStatus(str(path), "firewall", ParseState.FAILED, "not a regular file"))
+            continue
         try:
             with path.open("rb") as handle:
                 data = handle.read(MAX_FIREWALL_BYTES + 1)

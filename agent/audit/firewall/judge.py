@@ -79,8 +79,8 @@ def judge_firewall(rulesets: Sequence[Ruleset], gateways: Sequence[str], site_ad
     for a VPN device behind it (then FORWARD is judged, for packets from `forwarded_source`, None
     when not known, entering on `lan_interface`); wan_interface: the interface toward the gateways,
     None when not known. A rule that depends on a value left unknown makes its answer unknown."""
-    if not rulesets:
-        return _mss_findings(None, forwards)
+    if not rulesets:  # none could be read: the parse status says so, and there is nothing to judge
+        return []
     ruleset = combined(list(rulesets))
     index = _Index(rulesets)
     questions = [SENT, ANSWERED] + ([FORWARDED, FORWARDED_BACK] if forwards else [])

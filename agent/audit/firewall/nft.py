@@ -157,14 +157,18 @@ class _Reader:
         priority = body.get("prio", 0)
         priority = PRIORITY_NAMES.get(priority, priority) if isinstance(priority, str) else priority
         where = f"chain {family} {table} {name}"
-        if hook not in HOOKS:  # inet's ingress/egress: bound to a device, not evaluated
+        if not isinstance(hook, str) or hook not in HOOKS:  # inet's ingress/egress: bound to a device, not evaluated
             if rules or policy != "accept":
                 self.unknowns.add(None, f"{where}: the {quote(str(hook))} hook is not evaluated")
             return Chain(family, table, name, rules)
-        if policy not in ("accept", "drop") or not isinstance(priority, int) or isinstance(priority, bool):
+        if not isinstance(policy, str) or policy not in ("accept", "drop") or not isinstance(priority, int) \
+                or isinstance(priority, bool):
             self.unknowns.add(None, f"{where}: policy {_json(policy)} or priority {_json(priority)} not understood")
             return Chain(family, table, name, rules)
         chain_type = body.get("type", "filter")
+        if not isinstance(chain_type, str):
+            self.unknowns.add(None, f"{where}: type {_json(chain_type)} not understood")
+            return Chain(family, table, name, rules)
         return Chain(family, table, name, rules, hook=hook, priority=priority, type=chain_type, policy=policy,
                      policy_ref=RuleRef(self.file, None, f"{family} {table}", name,
                                         f"type {chain_type} hook {hook} priority {priority}; policy {policy};"))

@@ -322,3 +322,25 @@ def test_addconn_drops_a_conn_with_a_key_set_twice_as_xcheck_does(addconn, tmp_p
     connections, [status] = read_ipsec_conf(str(path), LIBRESWAN)
     assert [c.name for c in connections] == ["b", "c"]
     assert ["duplicate key 'right'" in u.text for u in status.unrecognized] == [True]
+
+
+def test_every_libreswan_fix_is_a_line_libreswan_parses(addconn):
+    """The audit's fixes for Libreswan connections are written in Libreswan's words: each ike= and esp=
+    it suggests is parsed by Libreswan's own algparse (strongSwan's `aes256gcm16` or `modp1024` are not)."""
+    import re
+
+    from agent.audit.ipsec.rules import IpsecContext, judge_ipsec
+    from agent.verdicts import load_ruleset
+
+    algparse = LIBRESWAN_CACHE / "root" / "usr" / "libexec" / "ipsec" / "algparse"
+    env = dict(os.environ, LD_LIBRARY_PATH=_library_path(LIBRESWAN_CACHE / "root"))
+    context = IpsecContext(gateways=("203.0.113.10",), gateway_type="route-based")
+    suggested = set()
+    for path in LIBRESWAN_FILES:
+        connections, _ = read_ipsec_conf(str(path))
+        for finding in judge_ipsec(connections, load_ruleset("azure-current").audit, context):
+            suggested |= set(re.findall(r"\b((?:ike|esp)=[^\s,)]+)", finding.fix))
+    assert any(s.startswith("esp=") for s in suggested) and any(s.startswith("ike=") for s in suggested), suggested
+    for line in sorted(suggested):
+        done = subprocess.run([str(algparse), "-v2", line], capture_output=True, text=True, timeout=TIMEOUT, env=env)
+        assert done.returncode == 0 and "not" not in done.stdout + done.stderr, (line, done.stdout + done.stderr)

@@ -323,7 +323,7 @@ class _Judge:
                          f"; a custom policy may name encryption {_listed(_ike_encryption(custom, self.version))}, "
                          f"integrity {_listed(custom.ike_integrity)}, DH groups {_listed(custom.dh_groups)}"
                          if custom else "") + ".",
-                     f"Add a proposal Azure offers, e.g. {strongswan_keywords(offers[0], ike=True)}.", source, line)
+                     f"Add a proposal Azure offers, e.g. {self.keywords(offers[0], ike=True)}.", source, line)
             return
         self.unaccepted("ipsec.ike-proposal", _written(self.connection.ike_proposals or ()), shown, line, source,
                         offers, custom, ike=True)
@@ -333,7 +333,13 @@ class _Judge:
                      f"({_offers(offers, ike=True)}), which use DH group 2 only: it works if the Azure connection has a custom IPsec/IKE policy naming one of its "
                      "combinations.",
                      f"Set such a custom IPsec/IKE policy on the Azure connection, or add "
-                     f"{strongswan_keywords(offers[0], ike=True)}.", gateways[0].source, line)
+                     f"{self.keywords(offers[0], ike=True)}.", gateways[0].source, line)
+
+    def keywords(self, offer: Offer, ike: bool) -> str:
+        """An Azure offer as this connection's dialect writes it."""
+        if self.connection.dialect == LIBRESWAN:
+            return libreswan_keywords(offer, ike)
+        return strongswan_keywords(offer, ike)
 
     def unaccepted(self, finding_id: str, written: Sequence[Proposal], shown: str, line: int, source: str,
                    offers: Sequence[Offer], custom: CustomPolicy | None, ike: bool) -> None:
@@ -353,7 +359,7 @@ class _Judge:
              "with the same GCM as integrity"] if paired else [])
         if parts:
             self.add(finding_id, Severity.WARNING, f"{shown}: {'; '.join(parts)}.",
-                     f"Keep to algorithms Azure accepts, e.g. {strongswan_keywords(offers[0], ike=ike)}.", source, line)
+                     f"Keep to algorithms Azure accepts, e.g. {self.keywords(offers[0], ike=ike)}.", source, line)
 
     def ike_lifetime(self) -> None:
         phase1 = self.parameters.phase1
@@ -466,7 +472,7 @@ class _Judge:
                          f"; a custom policy may name encryption {_listed(custom.esp_encryption)}, integrity "
                          f"{_listed(custom.esp_integrity)} (with GCM, the same GCM), PFS groups "
                          f"{_listed(custom.pfs_groups)} (0: none)" if custom else "") + ".",
-                     f"Add a proposal Azure offers, e.g. {strongswan_keywords(offers[0], ike=False)}.", source, line)
+                     f"Add a proposal Azure offers, e.g. {self.keywords(offers[0], ike=False)}.", source, line)
             return
         self.unaccepted("ipsec.esp-proposal", _written(child.esp_proposals or ()), shown, line, source, offers,
                         custom, ike=False)
@@ -475,7 +481,7 @@ class _Judge:
                      f"{shown}: none of Azure's documented default ESP offers ({_offers(offers)}): it works if the "
                      "Azure connection has a custom IPsec/IKE policy naming one of its combinations.",
                      f"Set such a custom IPsec/IKE policy on the Azure connection, or add "
-                     f"{strongswan_keywords(offers[0], ike=False)}.", gateways[0].source, line)
+                     f"{self.keywords(offers[0], ike=False)}.", gateways[0].source, line)
         # Only a CHILD_SA Azure's default policy takes meets its default rekey offers: with a custom
         # policy, Azure rekeys with the policy's own combination, the one this side accepted.
         failing = [g for g in gateways if up_by_default(g) and not any(
@@ -489,7 +495,7 @@ class _Judge:
                  "rekey with NO_PROPOSAL_CHOSEN (libreswan/libreswan#765)"
                  + ("." if every else f", if the gateway is {gateway.kind}."),
                  "Also accept a proposal without PFS that Azure offers, e.g. "
-                 f"{strongswan_keywords(gateway.child_initiator_offers[0], ike=False)} (or give the Azure connection a "
+                 f"{self.keywords(gateway.child_initiator_offers[0], ike=False)} (or give the Azure connection a "
                  "custom IPsec/IKE policy naming exactly this side's proposal).", gateway.source, line)
 
     def child_lifetime(self, child: Child) -> None:
@@ -684,3 +690,25 @@ def strongswan_keywords(offer: Offer, ike: bool) -> str:
     if offer.group not in (None, NO_PFS):
         parts.append(_GROUP_KEYWORDS[offer.group])
     return "-".join(parts)
+
+
+# Libreswan's names (ipsec.conf(5), algparse): AES-GCM is aes_gcm, SHA-2 is sha2_N, groups are dhN/modpN.
+_LIBRESWAN_ENCRYPTION = {"aes128gcm16": "aes_gcm128", "aes192gcm16": "aes_gcm192", "aes256gcm16": "aes_gcm256"}
+_LIBRESWAN_INTEGRITY = {"sha256": "sha2_256", "sha384": "sha2_384", "sha512": "sha2_512"}
+# Libreswan 4 is built without DH groups 1, 2 and 5 (algparse: "IKE DH algorithm 'modp1024' is not supported").
+_LIBRESWAN_NO_GROUPS = {1, 2, 5}
+
+
+def libreswan_keywords(offer: Offer, ike: bool) -> str:
+    """An Azure offer as a Libreswan ike= or esp= line ("ike=aes256-sha2_256;modp2048", "esp=aes_gcm256-null
+    with pfs=no"); where Libreswan lacks the offer's group, what to do instead."""
+    encryption = _LIBRESWAN_ENCRYPTION.get(offer.encryption, offer.encryption)
+    integrity = _LIBRESWAN_INTEGRITY.get(offer.integrity or "", offer.integrity) or ("null" if not ike else "sha2_256")
+    if not ike:
+        pfs = "pfs=no" if offer.group in (None, NO_PFS) else f"pfs=yes with the IKE SA's {_GROUP_KEYWORDS[offer.group]}"
+        return f"esp={encryption}-{integrity} with {pfs}"
+    if offer.group in _LIBRESWAN_NO_GROUPS:
+        return (f"ike={encryption}-{integrity};modp2048 with a custom IPsec/IKE policy on the Azure connection "
+                f"naming DHGroup14 (Libreswan has no DH group {offer.group}, Azure's default)")
+    return f"ike={encryption}-{integrity};{_GROUP_KEYWORDS[offer.group]}" if offer.group not in (None, NO_PFS) \
+        else f"ike={encryption}-{integrity}"

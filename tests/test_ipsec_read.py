@@ -914,3 +914,23 @@ def test_read_host_ipsec_reads_whichever_exists(tmp_path):
     assert [s.kind for s in statuses] == ["swanctl", LIBRESWAN, "ipsec.secrets"]
     conns, statuses = read_host_ipsec(str(tmp_path / "none"), ipsec)
     assert [c.dialect for c in conns] == [LIBRESWAN]
+
+
+def test_an_ipsec_conf_no_keyword_tells_is_read_as_the_installed_implementation(tmp_path):
+    """A typical Libreswan conn with nothing only Libreswan knows: on a host with pluto it is
+    Libreswan's, so its pfs=yes default (the rekey drop of libreswan#765) is judged."""
+    from agent.audit.ipsec.ipsec_conf import installed_dialect
+
+    conf = tmp_path / "ipsec.conf"
+    conf.write_text("conn azure\n    left=%defaultroute\n    right=203.0.113.10\n    authby=secret\n"
+                    "    esp=aes256-sha1\n    auto=start\n")
+    pluto = tmp_path / "pluto"
+    pluto.write_text("")
+    assert installed_dialect((str(pluto),), (str(tmp_path / "none"),)) == LIBRESWAN
+    assert installed_dialect((str(pluto),), (str(pluto),)) is None  # both: no preference
+    _, statuses = read_ipsec_conf(str(conf), fallback=LIBRESWAN)
+    assert statuses[0].kind == LIBRESWAN and "installed here" in statuses[0].detail
+    _, statuses = read_ipsec_conf(str(conf))
+    assert statuses[0].kind == STRONGSWAN  # no fallback: strongSwan's, as said in the detail
+    connections, _ = read_host_ipsec(str(tmp_path / "no-swanctl.conf"), str(conf))
+    assert connections and connections[0].dialect in (LIBRESWAN, STRONGSWAN)

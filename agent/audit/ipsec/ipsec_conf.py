@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from agent.audit.findings import ParseStatus
@@ -288,8 +288,9 @@ class _Files:
 
 # --- the dialect ---------------------------------------------------------------------------------
 
-def guess_dialect(sections: list[_Section]) -> tuple[str, str]:
-    """(dialect, why) from the keywords only one of them knows and the proposal syntax."""
+def guess_dialect(sections: list[_Section], fallback: str | None = None) -> tuple[str, str]:
+    """(dialect, why) from the keywords only one of them knows and the proposal syntax; without any,
+    `fallback` (the implementation installed here), else strongSwan's."""
     votes: dict[str, list[str]] = {STRONGSWAN: [], LIBRESWAN: []}
     for section in sections:
         for s in section.settings:
@@ -308,6 +309,10 @@ def guess_dialect(sections: list[_Section]) -> tuple[str, str]:
         dialect = LIBRESWAN
     elif votes[STRONGSWAN]:
         dialect = STRONGSWAN
+    elif fallback is not None:
+        name = "Libreswan" if fallback == LIBRESWAN else "strongSwan"
+        return fallback, (f"dialect guessed: no keyword only one of strongSwan and Libreswan knows; read as "
+                          f"{name}'s, the implementation installed here")
     else:
         return STRONGSWAN, ("dialect guessed: no keyword only one of strongSwan and Libreswan knows; "
                             "read as strongSwan's")
@@ -741,14 +746,16 @@ def _secrets(dialect: str, path: str, files: _Files, sources: Sources,
     return secrets
 
 
-def read_ipsec_conf(path: str, dialect: str | None = None) -> tuple[list[Connection], list[ParseStatus]]:
+def read_ipsec_conf(path: str, dialect: str | None = None,
+                    fallback: str | None = None) -> tuple[list[Connection], list[ParseStatus]]:
     """The connections of an ipsec.conf (strongSwan's legacy one or Libreswan's) and its includes,
-    with the PSK lengths of the ipsec.secrets beside it; one parse status per file read."""
-    return read_ipsec_conf_with(path, dialect, Sources())
+    with the PSK lengths of the ipsec.secrets beside it; one parse status per file read. Without
+    `dialect`, it is guessed from the keywords; where none tells, `fallback` is taken."""
+    return read_ipsec_conf_with(path, dialect, Sources(), fallback)
 
 
-def read_ipsec_conf_with(path: str, dialect: str | None,
-                         sources: Sources) -> tuple[list[Connection], list[ParseStatus]]:
+def read_ipsec_conf_with(path: str, dialect: str | None, sources: Sources,
+                         fallback: str | None = None) -> tuple[list[Connection], list[ParseStatus]]:
     if dialect is not None and dialect not in DIALECTS:
         raise ValueError(f"dialect must be one of {', '.join(DIALECTS)}, not {dialect!r}")
     book = StatusBook()
@@ -761,7 +768,7 @@ def read_ipsec_conf_with(path: str, dialect: str | None,
             probe.read(path)
         except _Invalid:
             pass
-        guessed, why = guess_dialect(probe.sections)
+        guessed, why = guess_dialect(probe.sections, fallback)
     chosen = dialect or guessed
     files = _Files(chosen, sources, book)
     try:
@@ -798,9 +805,25 @@ def read_host_ipsec(swanctl_conf: str = HOST_SWANCTL_CONF,
     whichever exist (neither: nothing to audit, no status)."""
     connections: list[Connection] = []
     statuses: list[ParseStatus] = []
-    for path, read in ((swanctl_conf, read_swanctl), (ipsec_conf, read_ipsec_conf)):
+    # An ipsec.conf with no keyword only one implementation knows is read as the one installed here:
+    # Libreswan's pluto (whose pfs=yes default decides a rekey) or strongSwan's starter.
+    installed = installed_dialect()
+    for path, read in ((swanctl_conf, read_swanctl), (ipsec_conf, lambda p: read_ipsec_conf(p, fallback=installed))):
         if os.path.lexists(path):
             found, status = read(path)
             connections += found
             statuses += status
     return connections, statuses
+
+
+# Where Debian's packages put each implementation's daemon.
+_PLUTO = ("/usr/libexec/ipsec/pluto", "/usr/lib/ipsec/pluto")
+_STARTER = ("/usr/lib/ipsec/starter", "/usr/libexec/ipsec/starter")
+
+
+def installed_dialect(pluto: Sequence[str] = _PLUTO, starter: Sequence[str] = _STARTER) -> str | None:
+    """The ipsec.conf dialect of the implementation installed on this host; None: neither, or both."""
+    has_pluto, has_starter = any(map(os.path.exists, pluto)), any(map(os.path.exists, starter))
+    if has_pluto != has_starter:
+        return LIBRESWAN if has_pluto else STRONGSWAN
+    return None

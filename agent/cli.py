@@ -482,6 +482,7 @@ def daemon(
     """Run the checks on a schedule and serve their latest results as Prometheus metrics."""
     import asyncio
     import logging
+    import os
     import signal
 
     from agent.config import ConfigError
@@ -508,10 +509,15 @@ def daemon(
         await service.serve(stop, reload)
 
     try:
-        asyncio.run(until_signalled())
+        asyncio.new_event_loop().run_until_complete(until_signalled())
     except OSError as exc:
         host, port = settings.daemon.listen
         raise _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", EXIT_INTERNAL) from None
+    # Stopped: work still in a thread (an iperf3 stage, a slow `nft`) is not waited for, as
+    # asyncio.run and the interpreter's exit would: SIGTERM means within 5 s, and the kernel closes
+    # its sockets.
+    logging.shutdown()
+    os._exit(EXIT_OK)
 
 
 def _responder_addresses_problem(listen: str, alternate: str | None) -> str | None:

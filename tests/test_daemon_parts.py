@@ -207,7 +207,7 @@ def _targets(chosen):
     ("ike", "VPN.example.net", {"gateways": ("vpn.example.net",)}),  # names compare as DNS does
     ("tls", "198.51.100.7", {"gateways": ("198.51.100.7",)}),  # a probe target, not a configured gateway
     ("stun", "203.0.113.20", {"stun": (Endpoint("203.0.113.20", 3478),)}),
-    ("stun", "198.51.100.7:3479", {"stun": (Endpoint("198.51.100.7", 3479),)}),
+    ("stun", "198.51.100.7", {"stun": (Endpoint("198.51.100.7", 3478),)}),
     ("far_end", "203.0.113.30:5201", {"iperf": Endpoint("203.0.113.30", 5201)}),
 ])
 def test_probe_of_an_allowed_target_probes_only_it(module, target, expected):
@@ -223,6 +223,8 @@ def test_probe_of_an_allowed_target_probes_only_it(module, target, expected):
     ("gateway", "203.0.113.20", 403),  # a configured STUN server is no gateway
     ("stun", "203.0.113.20:3479", 403),  # another port of a configured server: no port scan through us
     ("far_end", "203.0.113.30:22", 403),
+    ("stun", "198.51.100.7:22", 403),  # a probe_targets host on its protocol's port only: no port scan
+    ("far_end", "198.51.100.7:2222", 403),
     ("gateway", "not a host", 403),
     ("gateway", "x" * 10_000, 403),
     ("nope", "203.0.113.10", 400),
@@ -335,3 +337,82 @@ def test_daemon_settings_from_a_config_and_their_bounds():
                        ("daemon.web_config", "")]:
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             settings(**{key: value})
+
+
+# ---------------------------------------------------------------- the service's lifecycle, in process
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_reloads_in_quick_succession_leave_one_scheduler_with_the_newest_settings(stun_recorder):
+    """Each SIGHUP is awaited to the end (the old scheduler stopped, the new one started) before the
+    next is taken: never two schedulers, and the one running has the last settings."""
+    from agent.daemon.notify import Notifier
+    from agent.daemon.service import Daemon
+
+    intervals = iter([30, 31, 32, 33])
+
+    def load():
+        return settings(stun=[stun_recorder.address], timeout_seconds=1,
+                        **{"daemon.listen": f"127.0.0.1:{_free_port()}", "daemon.interval_seconds": next(intervals)})
+
+    async def scenario() -> tuple[int, float]:
+        daemon = Daemon(load, Notifier({}))
+        stop, reload = asyncio.Event(), asyncio.Event()
+        serving = asyncio.create_task(daemon.serve(stop, reload))
+        await asyncio.sleep(0.2)
+        for _ in range(3):  # three HUPs, 10 ms apart: the second and third arrive mid-reload
+            reload.set()
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(1.0)
+        running = [t for t in asyncio.all_tasks() if t.get_name() == "scheduler" and not t.done()]
+        interval = daemon._scheduler.settings.daemon.interval_seconds
+        stop.set()
+        await serving
+        return len(running), interval
+
+    count, interval = asyncio.run(scenario())
+    assert count == 1
+    assert interval >= 32  # the settings of a later reload than the first, never an older one
+
+
+def test_a_scheduler_that_dies_stops_the_watchdog_so_systemd_restarts_the_daemon(tmp_path, stun_recorder):
+    from agent.daemon import service as service_module
+    from agent.daemon.notify import Notifier
+    from agent.daemon.service import Daemon
+
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(path))
+        listener.settimeout(0.5)
+
+        async def dies(self) -> None:
+            raise RuntimeError("a bug")
+
+        async def scenario() -> None:
+            daemon = Daemon(lambda: settings(stun=[stun_recorder.address], **{"daemon.listen": f"127.0.0.1:{_free_port()}"}),
+                            Notifier({"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "200000"}))
+            original = service_module.Scheduler.run
+            service_module.Scheduler.run = dies
+            try:
+                stop = asyncio.Event()
+                serving = asyncio.create_task(daemon.serve(stop))
+                await asyncio.sleep(1.0)
+                assert daemon._scheduler_died
+                stop.set()
+                await serving
+            finally:
+                service_module.Scheduler.run = original
+
+        asyncio.run(scenario())
+        pings = 0
+        try:
+            while True:
+                pings += listener.recv(4096) == b"WATCHDOG=1"
+        except TimeoutError:
+            pass
+    # At most the ping sent before the scheduler's first step; none in the second after it died.
+    assert pings <= 1

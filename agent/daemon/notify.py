@@ -45,6 +45,7 @@ class Notifier:
         message = "\n".join(f"{key.upper()}={value.replace(chr(10), ' ')}" for key, value in fields.items())
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-                sock.sendto(message.encode(), self._address)
+                # Never wait on the event loop: a full queue (systemd not reading) loses one message.
+                sock.sendto(message.encode(), socket.MSG_DONTWAIT, self._address)
         except OSError as exc:
             _log.warning("cannot notify systemd", extra={"fields": {"error": exc.strerror or str(exc)}})

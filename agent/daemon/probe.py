@@ -72,12 +72,13 @@ def probe_targets(settings: Settings, targets: Targets, module_name: str | None,
             if host in targets.gateways or host in allowed_hosts:
                 return dataclasses.replace(only, gateways=(host,))
         elif module.scope is Scope.STUN_SERVER:
+            # A probe_targets host on the protocol's own port only: any port would make a port scanner.
             endpoint = Endpoint.parse(target, STUN_PORT)
-            if endpoint in targets.stun or endpoint.host in allowed_hosts:
+            if endpoint in targets.stun or endpoint in {Endpoint(host, STUN_PORT) for host in allowed_hosts}:
                 return dataclasses.replace(only, stun=(endpoint,))
         else:
             endpoint = Endpoint.parse(target, IPERF3_PORT)
-            if endpoint == targets.iperf or endpoint.host in allowed_hosts:
+            if endpoint == targets.iperf or endpoint in {Endpoint(host, IPERF3_PORT) for host in allowed_hosts}:
                 return dataclasses.replace(only, iperf=endpoint)
     except ValueError:
         pass  # not echoed: whatever was sent is not a target we would probe

@@ -41,6 +41,10 @@ STOP_SECONDS = 5.0  # SIGTERM to exit, as the issue and the unit's TimeoutStopSe
 # timeout. Prometheus scrapes each target once per interval: more than this at once is a misconfiguration
 # or an attack, and each probe sends packets to someone.
 MAX_CONCURRENT_PROBES = 8
+# Beyond this many waiting for a slot, /probe answers 503 at once: waiters hold connections that
+# /metrics scrapes need.
+MAX_WAITING_PROBES = 8
+RELOAD_SECONDS = 10.0
 TEXT = "text/plain; charset=utf-8"
 # What metrics.render writes; Prometheus 2.x reads it (version 1.0.0 would need a newer client).
 METRICS = "text/plain; version=0.0.4; charset=utf-8"
@@ -72,6 +76,8 @@ class Daemon:
         self._scheduler: Scheduler | None = None
         self._scheduler_task: asyncio.Task[None] | None = None
         self._probes: asyncio.Semaphore | None = None
+        self._probes_waiting = 0
+        self._scheduler_died = False
         self.server: Server | None = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -102,7 +108,9 @@ class Daemon:
                 reloading.cancel()
                 if reload.is_set() and not stop.is_set():
                     reload.clear()
-                    self.reload()
+                    # Awaited here: a second SIGHUP waits until the first has stopped the old
+                    # scheduler and started the new one (never two schedulers at once).
+                    await self.reload()
         finally:
             self._notifier.send(stopping="1", status="stopping")
             if watchdog:
@@ -122,8 +130,15 @@ class Daemon:
         self._scheduler_task.add_done_callback(self._scheduler_ended)
 
     def _scheduler_ended(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            _log.error("scheduler stopped", exc_info=task.exception())
+        """The scheduler ends only when cancelled; if it died, nothing is measured any more: say why,
+        and stop the watchdog's pings, so that systemd restarts the daemon (/healthz says 503)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+            error = error.exceptions[0]  # the TaskGroup's wrapper names no cause
+        _log.error("scheduler stopped: nothing is measured any more", exc_info=error)
+        self._scheduler_died = True
 
     async def _stop_scheduler(self) -> None:
         task, self._scheduler_task = self._scheduler_task, None
@@ -136,21 +151,20 @@ class Daemon:
     async def _watchdog(self) -> None:
         interval = self._notifier.watchdog_interval_seconds
         assert interval is not None
-        while True:
+        while not self._scheduler_died:
             self._notifier.send(watchdog="1")
             await asyncio.sleep(interval)
 
-    def reload(self) -> None:
-        """SIGHUP: new settings if they are good, else the last good ones, and one line saying why."""
+    async def reload(self) -> None:
+        """SIGHUP: new settings if they are good, else the last good ones, and one line saying why.
+        The files are read in a thread with a deadline: a FIFO or a hung mount where the config was
+        must not freeze the daemon."""
         try:
-            settings = self._load_settings()
-            web = WebConfig.load(settings.daemon.web_config) if settings.daemon.web_config else None
+            settings, web = await asyncio.wait_for(asyncio.to_thread(self._read_settings), RELOAD_SECONDS)
+        except TimeoutError:
+            self._reload_failed([f"reading the config took longer than {RELOAD_SECONDS:g} s"])
         except (ConfigError, ValueError, OSError) as exc:
-            self._reload = ConfigReload(successful=False,
-                                        success_timestamp_seconds=self._reload.success_timestamp_seconds)
-            problems = exc.lines() if isinstance(exc, ConfigError) else [str(exc)]
-            _log.error("config reload failed, keeping the last good config",
-                       extra={"fields": {"problems": "; ".join(problems)}})
+            self._reload_failed(exc.lines() if isinstance(exc, ConfigError) else [str(exc)])
         else:
             if settings.daemon.listen != self.settings.daemon.listen:
                 _log.warning("a new listen address takes effect on restart",
@@ -159,14 +173,23 @@ class Daemon:
             self.settings, self._web = settings, web
             if self.server is not None:
                 self.server.web_config = web
-            asyncio.get_running_loop().create_task(self._restart_scheduler(settings, old))
+                warning = exposure_warning(self.settings.daemon.listen[0], web)
+                if warning:
+                    _log.warning(warning)
+            await self._stop_scheduler()
+            self._start_scheduler(settings, keep=old)
             self._reload = ConfigReload(successful=True, success_timestamp_seconds=time.time())
             _log.info("config reloaded")
         self._publish(self._snapshot.assessment)
 
-    async def _restart_scheduler(self, settings: Settings, old: Scheduler | None) -> None:
-        await self._stop_scheduler()
-        self._start_scheduler(settings, keep=old)
+    def _read_settings(self) -> tuple[Settings, WebConfig | None]:
+        settings = self._load_settings()
+        return settings, WebConfig.load(settings.daemon.web_config) if settings.daemon.web_config else None
+
+    def _reload_failed(self, problems: list[str]) -> None:
+        self._reload = ConfigReload(successful=False, success_timestamp_seconds=self._reload.success_timestamp_seconds)
+        _log.error("config reload failed, keeping the last good config",
+                   extra={"fields": {"problems": "; ".join(problems)}})
 
     # ---------------------------------------------------------------- rendering
 
@@ -211,6 +234,8 @@ class Daemon:
             targets = probe_targets(settings, scheduler.targets, module_name, target)
         except ProbeRefused as exc:
             return Response(exc.status, f"{exc}\n".encode(), TEXT)
+        if self._probes_waiting >= MAX_WAITING_PROBES:
+            return Response(503, b"too many probes at once: try again\n", TEXT)
         module = MODULES[module_name]
         timeout = probe_timeout(settings, module, targets, request.headers.get("X-Prometheus-Scrape-Timeout-Seconds"))
         started = time.monotonic()
@@ -229,8 +254,15 @@ class Daemon:
 
     async def _run_probe(self, checks, targets, timeout: float):
         assert self._probes is not None
-        async with self._probes:
+        self._probes_waiting += 1
+        try:
+            await self._probes.acquire()
+        finally:
+            self._probes_waiting -= 1
+        try:
             return await run_checks(checks, targets, timeout)
+        finally:
+            self._probes.release()
 
 
 def _page(assessment: Assessment | None) -> bytes:

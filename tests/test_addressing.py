@@ -53,3 +53,11 @@ def test_source_address_toward_asks_the_routing_table():
     assert source_address_toward("127.0.0.1", 9) == "127.0.0.1"
     # Limited broadcast without SO_BROADCAST: connect() refuses, so there is no source address.
     assert source_address_toward("255.255.255.255", 9) is None
+
+
+@pytest.mark.parametrize("text, expected", [("203.0.113.10", True), ("0.0.0.0", True), ("::1", False),
+                                            ("vpngw.example.net", False), ("203.0.113.256", False), ("", False)])
+def test_is_ipv4_literal(text, expected):
+    from checks.transport.addressing import is_ipv4_literal
+
+    assert is_ipv4_literal(text) is expected

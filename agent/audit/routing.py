@@ -13,6 +13,7 @@ from pathlib import Path
 from agent.audit.findings import Evidence, Finding, ParseState, ParseStatus, Severity, Unrecognized
 from agent.audit.parameters import AzureParameters
 from agent.audit.sources import SourceError, Sources
+from checks.transport.addressing import is_ipv4_literal
 
 Network = ipaddress.IPv4Network
 _LINK_LOCAL = ipaddress.IPv4Network("169.254.0.0/16")  # APIPA
@@ -94,19 +95,12 @@ def read_bgp_speaker(path: Path, kind: str) -> tuple[BgpSpeaker | None, ParseSta
             if match.group(1):
                 addresses.append((match.group(1), number))
     # FRR takes a word that is no address as an interface name: only addresses are peer addresses.
-    addresses = [(address, number) for address, number in addresses if _is_address(address)]
+    addresses = [(address, number) for address, number in addresses if is_ipv4_literal(address)]
     if unrecognized:
         status = ParseStatus(str(path), kind, ParseState.PARTIALLY_UNRECOGNIZED, "an AS number out of range",
                              tuple(unrecognized))
     return BgpSpeaker(str(path), tuple(asns), tuple(addresses)), status
 
-
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-        return True
-    except ValueError:
-        return False
 
 
 # ---------------------------------------------------------------- judging

@@ -23,6 +23,7 @@ from agent.audit.mtu import interface_mtus, judge_mtu
 from agent.audit.routing import RoutingContext, judge_routing, onprem_prefixes, read_bgp_speaker, read_ip_forward
 from agent.config import AuditSettings, Settings
 from agent.verdicts import RuleSet
+from checks.transport.addressing import is_ipv4_literal, source_address_toward
 from agent.text import bounded
 
 # Where a host keeps the BGP daemons' configuration (Debian's packages).
@@ -138,7 +139,7 @@ def _resolved(gateways: tuple[str, ...]) -> tuple[str, ...]:
     out: dict[str, None] = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         lookups = {gateway: pool.submit(socket.getaddrinfo, gateway, None, socket.AF_INET, socket.SOCK_DGRAM)
-                   for gateway in gateways if not _is_ipv4(gateway)}
+                   for gateway in gateways if not is_ipv4_literal(gateway)}
         for gateway in gateways:
             if gateway not in lookups:
                 out[gateway] = None
@@ -148,14 +149,6 @@ def _resolved(gateways: tuple[str, ...]) -> tuple[str, ...]:
             except (OSError, UnicodeError, concurrent.futures.TimeoutError):
                 out[gateway] = None
     return tuple(out)
-
-
-def _is_ipv4(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-        return True
-    except ValueError:
-        return False
 
 
 def _citation(ruleset: RuleSet, finding: Finding) -> str:
@@ -242,16 +235,6 @@ def _interface_of(address: str | None) -> str | None:
 
 def _source_toward(gateways: tuple[str, ...]) -> str | None:
     """This host's address toward the first gateway given as an address, as the kernel's routing
-    picks it (a UDP socket's connect sends nothing); None when there is no route or no address."""
-    for gateway in gateways:
-        try:
-            ipaddress.IPv4Address(gateway)
-        except ValueError:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            try:
-                sock.connect((gateway, 500))
-                return sock.getsockname()[0]
-            except OSError:
-                return None
-    return None
+    picks it; None when there is no route or no address."""
+    first = next((gateway for gateway in gateways if is_ipv4_literal(gateway)), None)
+    return source_address_toward(first, 500) if first else None

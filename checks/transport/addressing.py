@@ -77,6 +77,15 @@ def is_ip_literal(text: str) -> bool:
     return True
 
 
+def is_ipv4_literal(text: str) -> bool:
+    """Whether `text` is an IPv4 address as written, not a name (nor IPv6)."""
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def source_address_toward(ip: str, port: int) -> str | None:
     """The local IPv4 address the kernel would send from toward ip:port.
 

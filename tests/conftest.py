@@ -84,3 +84,10 @@ def stun_recorder():
     recorder = StunRecorder()
     with recorder.socket:
         yield recorder
+
+
+def free_port() -> int:
+    """A TCP port on loopback nothing listens on (a connection to it is refused until someone binds it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -19,18 +19,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import XCHECK, validate_report
+from conftest import XCHECK, free_port, validate_report
 from prometheus_client.parser import text_string_to_metric_families
 
 # Generous bounds that prove "does not hang", never "is fast".
 START_SECONDS = 30.0
 STOP_SECONDS = 5.0  # the bound for SIGTERM, measured by the test with margin for a loaded host
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Daemon:

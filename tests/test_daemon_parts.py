@@ -16,6 +16,7 @@ import socket
 import time
 
 import pytest
+from conftest import free_port
 
 from agent.config import ConfigError, build_settings, parse_values
 from agent.daemon import logs
@@ -341,12 +342,6 @@ def test_daemon_settings_from_a_config_and_their_bounds():
 
 # ---------------------------------------------------------------- the service's lifecycle, in process
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_reloads_in_quick_succession_leave_one_scheduler_with_the_newest_settings(stun_recorder):
     """Each SIGHUP is awaited to the end (the old scheduler stopped, the new one started) before the
     next is taken: never two schedulers, and the one running has the last settings."""
@@ -357,7 +352,7 @@ def test_reloads_in_quick_succession_leave_one_scheduler_with_the_newest_setting
 
     def load():
         return settings(stun=[stun_recorder.address], timeout_seconds=1,
-                        **{"daemon.listen": f"127.0.0.1:{_free_port()}", "daemon.interval_seconds": next(intervals)})
+                        **{"daemon.listen": f"127.0.0.1:{free_port()}", "daemon.interval_seconds": next(intervals)})
 
     async def scenario() -> tuple[int, float]:
         daemon = Daemon(load, Notifier({}))
@@ -393,7 +388,7 @@ def test_a_scheduler_that_dies_stops_the_watchdog_so_systemd_restarts_the_daemon
             raise RuntimeError("a bug")
 
         async def scenario() -> None:
-            daemon = Daemon(lambda: settings(stun=[stun_recorder.address], **{"daemon.listen": f"127.0.0.1:{_free_port()}"}),
+            daemon = Daemon(lambda: settings(stun=[stun_recorder.address], **{"daemon.listen": f"127.0.0.1:{free_port()}"}),
                             Notifier({"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "200000"}))
             original = service_module.Scheduler.run
             service_module.Scheduler.run = dies

@@ -13,18 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from checks.transport import iperf3_client
 from checks.transport.iperf3_client import STALL_SECONDS, Failure, TestSpec, run_test
 
 LOOPBACK = "127.0.0.1"
 pytestmark = pytest.mark.skipif(shutil.which("iperf3") is None, reason="needs iperf3 (apt install iperf3)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
 
 
 def wait_listening(port: int, timeout: float = 30.0) -> None:

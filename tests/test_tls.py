@@ -14,7 +14,6 @@ import datetime as dt
 import functools
 import ipaddress
 import logging
-import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -213,12 +213,6 @@ def _connect_proxy(mode: str, seen: list[str], resign: ssl.SSLContext | None = N
     return handle
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed: a connection to it is refused
-
-
 def _context(gateway: str, timeout: float, **targets) -> CheckContext:
     all_targets = Targets(gateways=(gateway,), **targets)
     (target,) = all_targets.of_scope(Scope.GATEWAY)
@@ -367,7 +361,7 @@ def test_proxy_refusing_connect_is_proxy_refused(pki, trust_test_ca):
 
 
 def test_proxy_that_is_not_listening():
-    outcome = asyncio.run(_run(tls_tcp443, 443, proxy=f"http://127.0.0.1:{_free_port()}"))
+    outcome = asyncio.run(_run(tls_tcp443, 443, proxy=f"http://127.0.0.1:{free_port()}"))
     assert (outcome.reason, outcome.evidence.result) == (Reason.CONNECTION_REFUSED, "connection_refused")
     assert "(proxy)" in outcome.detail
 
@@ -390,7 +384,7 @@ def test_a_peer_silent_after_the_connect_is_stalled_within_the_deadline():
 
 
 def test_refused_port_is_connection_refused():
-    outcome = asyncio.run(_run(tls_tcp443, _free_port()))
+    outcome = asyncio.run(_run(tls_tcp443, free_port()))
     assert (outcome.status, outcome.reason) == (Status.FAIL, Reason.CONNECTION_REFUSED)
     assert outcome.evidence.reachable is False and outcome.evidence.tls_version is None
 
